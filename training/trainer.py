@@ -1,0 +1,333 @@
+"""The training loop: data, cached features, optimisation, validation, checkpoints, resume."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from runtime.dataset import CorelDataset, CorelSplit
+from runtime.preprocessing import PreprocessConfig, preprocess_file
+
+from .backbones import build_backbone
+from .checkpoint import load_checkpoint, save_checkpoint, versions
+from .config import CheckpointConfig, DecodeConfig, ModelConfig, SequenceConfig, TrainConfig
+from .distributed import DistInfo, barrier, init_distributed, shutdown
+from .evaluation import evaluate, predict_features
+from .features import cached_features, compute_features, default_cache_dir
+from .glove import label_embeddings
+from .models.base import AnnotationModel
+from .models.gcn import correlation_matrix
+from .registry import create_model
+from .sequences import encode_sequences, label_rank, multi_hot
+
+Log = Callable[[str], None]
+
+
+def last_path(out: Path) -> Path:
+    """Where the last epoch (with optimizer state, for ``--resume``) is kept beside the best checkpoint."""
+    return out.with_name(out.stem + ".last" + out.suffix)
+
+
+class ImageDataset(Dataset):
+    """Preprocessed images (with a random horizontal flip when training) and their targets."""
+
+    def __init__(self, paths: list[Path], preprocess: PreprocessConfig, targets: torch.Tensor, tokens: torch.Tensor,
+                 lengths: torch.Tensor, flip: bool) -> None:
+        self.paths, self.preprocess, self.flip = paths, preprocess, flip
+        self.targets, self.tokens, self.lengths = targets, tokens, lengths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        image = preprocess_file(self.paths[i], self.preprocess)
+        if self.flip and np.random.random() < 0.5:
+            image = np.ascontiguousarray(image[:, :, ::-1])
+        return torch.from_numpy(image), self.targets[i], self.tokens[i], self.lengths[i]
+
+
+class LossModule(nn.Module):
+    """Wraps ``model.loss`` as ``forward`` so DistributedDataParallel can synchronise its gradients."""
+
+    def __init__(self, model: AnnotationModel, from_images: bool) -> None:
+        super().__init__()
+        self.model, self.from_images = model, from_images
+        self.last_logs: dict[str, float] = {}
+
+    def forward(self, x, targets, tokens, lengths):
+        feats = self.model.features(x) if self.from_images else x
+        loss, self.last_logs = self.model.loss(feats, {"targets": targets, "tokens": tokens, "lengths": lengths})
+        return loss
+
+
+@dataclass
+class PreparedData:
+    """Everything derived from the data directory before the model trains."""
+
+    train: CorelSplit
+    test: CorelSplit | None
+    fit_idx: np.ndarray
+    val_idx: np.ndarray
+    targets: np.ndarray
+    tokens: np.ndarray
+    lengths: np.ndarray
+    rank: tuple[int, ...]
+    info: dict = field(default_factory=dict)
+
+
+def prepare_data(data_dir: Path, seq_cfg: SequenceConfig, train_cfg: TrainConfig, log: Log) -> tuple[CorelDataset, PreparedData]:
+    ds = CorelDataset(data_dir)
+    train = ds.read("train", strict=train_cfg.strict_data)
+    log(train.report.summary())
+    if not train.samples:
+        raise ValueError(f"{data_dir}: no usable training samples")
+    test = ds.read("test", strict=train_cfg.strict_data) if ds.has_split("test") else None
+    if test is not None:
+        log(test.report.summary())
+    vocab = ds.vocabulary
+    ids = train.label_ids(vocab)
+    n = len(ids)
+    perm = np.random.default_rng(train_cfg.seed).permutation(n)
+    n_val = int(round(n * train_cfg.val_fraction))
+    if train_cfg.val_fraction > 0 and n_val == 0:
+        n_val = 1
+    val_idx, fit_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    rank = label_rank(seq_cfg.ordering, [ids[i] for i in fit_idx], len(vocab))
+    enc = encode_sequences(ids, vocab, rank, seq_cfg.max_seq_len)
+    if enc.truncated:
+        log(f"{enc.truncated} training label sets have more than {seq_cfg.max_seq_len} labels; "
+            f"their sequences keep the first {seq_cfg.max_seq_len} in {seq_cfg.ordering} order")
+    info = {"train": train.report.to_dict(), "test": test.report.to_dict() if test else None,
+            "fit_images": int(fit_idx.size), "val_images": int(val_idx.size), "truncated_sequences": enc.truncated}
+    return ds, PreparedData(train, test, fit_idx, val_idx, multi_hot(ids, len(vocab)), enc.tokens, enc.lengths, rank, info)
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[status]}"), disable=not enabled)
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available to PyTorch")
+    return name
+
+
+def train(data_dir: str | Path, out: str | Path, model_cfg: ModelConfig, seq_cfg: SequenceConfig,
+          decode_cfg: DecodeConfig, train_cfg: TrainConfig, cache_dir: Path | None = None, resume: bool = False,
+          log: Log = print, show_progress: bool = True) -> CheckpointConfig:
+    """Train ``model_cfg.method`` on a Corel-layout directory; write the best checkpoint to ``out``.
+
+    Returns the best checkpoint's config (with its validation and test metrics)."""
+    data_dir, out = Path(data_dir), Path(out)
+    train_cfg.device = _device(train_cfg.device)
+    dist_info = init_distributed(train_cfg.device)
+    device = f"cuda:{dist_info.local_rank}" if train_cfg.device.startswith("cuda") and dist_info.enabled else train_cfg.device
+    main_log: Log = log if dist_info.is_main else (lambda _msg: None)
+    show = show_progress and dist_info.is_main
+    try:
+        return _train(data_dir, out, model_cfg, seq_cfg, decode_cfg, train_cfg, cache_dir or default_cache_dir(),
+                      resume, main_log, show, dist_info, device)
+    finally:
+        shutdown(dist_info)
+
+
+def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceConfig, decode_cfg: DecodeConfig,
+           train_cfg: TrainConfig, cache_dir: Path, resume: bool, log: Log, show: bool, dist_info: DistInfo,
+           device: str) -> CheckpointConfig:
+    started = time.perf_counter()
+    torch.manual_seed(train_cfg.seed)
+    np.random.seed(train_cfg.seed + dist_info.rank)
+    ds, data = prepare_data(data_dir, seq_cfg, train_cfg, log)
+    vocab = ds.vocabulary
+    seq_cfg.label_rank = data.rank
+    decode_cfg.max_len = seq_cfg.max_seq_len
+    if model_cfg.num_labels != len(vocab):
+        model_cfg.num_labels = len(vocab)
+
+    backbone, info = build_backbone(model_cfg.backbone, model_cfg.backbone_weights)
+    model_cfg.feature_dim = info.num_features
+    preprocess = PreprocessConfig(image_size=train_cfg.image_size, mean=info.mean, std=info.std)
+    extra: dict = {}
+    if train_cfg.glove_path:
+        words = vocab.tokens() if model_cfg.is_sequence else list(vocab.labels)
+        glove = label_embeddings(train_cfg.glove_path, words, seed=train_cfg.seed)
+        log(glove.summary())
+        model_cfg.glove, model_cfg.emb_size = True, glove.dim
+        extra["embeddings"] = glove.vectors
+        data.info["glove"] = {"missing": glove.missing, "fallback": glove.fallback}
+    if model_cfg.method == "ml-gcn":
+        fit_ids = [data.train.label_ids(vocab)[i] for i in data.fit_idx]
+        extra["adjacency"] = correlation_matrix(fit_ids, len(vocab), model_cfg.gcn_threshold, model_cfg.gcn_p)
+    model = create_model(model_cfg, backbone, **extra)
+    model.set_backbone_frozen(train_cfg.freeze_backbone)
+    model.to(device)
+
+    paths = [s.path for s in data.train.samples]
+    feats_all = None
+    if train_cfg.freeze_backbone:
+        with _progress(show) as bar:
+            for turn in ((0,) if not dist_info.enabled else (0, 1)):
+                if (dist_info.rank == 0) == (turn == 0):
+                    task = bar.add_task("features (train)", total=len(paths), status="")
+                    t0 = time.perf_counter()
+                    feats_all, hit = cached_features(model, paths, preprocess, info.weights_id, cache_dir,
+                                                     train_cfg.batch_size, device, lambda k: bar.advance(task, k))
+                    bar.update(task, completed=len(paths), status="cached" if hit else f"{time.perf_counter() - t0:.1f}s")
+                barrier(dist_info)
+        data.info["feature_shape"] = list(feats_all.shape[1:])
+
+    targets_t = torch.from_numpy(data.targets)
+    tokens_t = torch.from_numpy(data.tokens)
+    lengths_t = torch.from_numpy(data.lengths)
+    fit = torch.from_numpy(data.fit_idx)
+    if train_cfg.freeze_backbone:
+        feats_t = torch.from_numpy(np.ascontiguousarray(feats_all))
+        dataset: Dataset = TensorDataset(feats_t[fit], targets_t[fit], tokens_t[fit], lengths_t[fit])
+    else:
+        dataset = ImageDataset([paths[i] for i in data.fit_idx], preprocess, targets_t[fit], tokens_t[fit],
+                               lengths_t[fit], flip=True)
+    sampler = DistributedSampler(dataset, shuffle=True, seed=train_cfg.seed) if dist_info.enabled else None
+    generator = torch.Generator().manual_seed(train_cfg.seed)
+    loader = DataLoader(dataset, batch_size=train_cfg.batch_size, shuffle=sampler is None, sampler=sampler,
+                        num_workers=0 if train_cfg.freeze_backbone else train_cfg.workers, generator=generator,
+                        drop_last=False)
+
+    groups = [{"params": model.head_parameters(), "lr": train_cfg.lr}]
+    if not train_cfg.freeze_backbone:
+        groups.append({"params": [p for p in model.backbone.parameters() if p.requires_grad], "lr": train_cfg.backbone_lr})
+    optimizer = torch.optim.Adam(groups, weight_decay=train_cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups],
+                                                    epochs=train_cfg.epochs, steps_per_epoch=max(1, len(loader)),
+                                                    pct_start=train_cfg.pct_start)
+    wrapped: nn.Module = LossModule(model, from_images=not train_cfg.freeze_backbone)
+    if dist_info.enabled:
+        wrapped = DistributedDataParallel(wrapped, device_ids=[dist_info.local_rank] if device.startswith("cuda") else None)
+
+    ckpt = CheckpointConfig(model=model_cfg, sequence=seq_cfg, decode=decode_cfg, train=train_cfg,
+                            vocabulary=list(vocab.labels), preprocess=preprocess.to_dict(),
+                            data={"dir": str(data_dir), **data.info, "world_size": dist_info.world_size},
+                            versions=versions(), thresholds=[] if model_cfg.is_sequence else [0.5] * len(vocab))
+    start_epoch, best_score = 0, -1.0
+    last = last_path(out)
+    if resume:
+        start_epoch, best_score = _resume(last, model, optimizer, scheduler, ckpt, log)
+
+    val_feats = _split_features(model, feats_all, data.val_idx, paths, preprocess, train_cfg, device)
+    val_targets = data.targets[data.val_idx]
+    for epoch in range(start_epoch, train_cfg.epochs):
+        t0 = time.perf_counter()
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        model.train()
+        total, batches = 0.0, 0
+        with _progress(show) as bar:
+            task = bar.add_task(f"epoch {epoch + 1}/{train_cfg.epochs}", total=len(loader), status="")
+            for x, targets, tokens, lengths in loader:
+                optimizer.zero_grad(set_to_none=True)
+                loss = wrapped(x.to(device), targets.to(device), tokens.to(device), lengths.to(device))
+                loss.backward()
+                if train_cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                total += float(loss.detach())
+                batches += 1
+                bar.update(task, advance=1, status=f"loss {total / batches:.4f}")
+        record = {"epoch": epoch + 1, "train_loss": total / max(1, batches), "seconds": 0.0}
+        if dist_info.is_main:
+            if val_feats is not None:
+                metrics = evaluate(predict_features(model, val_feats, _greedy(decode_cfg), ckpt.thresholds), val_targets)
+                record["val"] = metrics.to_dict()
+            record["seconds"] = round(time.perf_counter() - t0, 3)
+            ckpt.history.append(record)
+            score = record["val"]["per_class/f1"] if "val" in record else float(epoch)
+            improved = score > best_score
+            if improved:
+                best_score = score
+                ckpt.metrics["val"] = record.get("val", {})
+                ckpt.metrics["best_epoch"] = epoch + 1
+                save_checkpoint(out, ckpt, model)
+            save_checkpoint(last, ckpt, model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                            epoch=epoch, best_score=best_score)
+            val_text = (f"val per-class F1 {record['val']['per_class/f1']:.4f} per-image F1 "
+                        f"{record['val']['per_image/f1']:.4f} N+ {record['val']['N+']}") if "val" in record else ""
+            log(f"epoch {epoch + 1}/{train_cfg.epochs} loss {record['train_loss']:.4f} {val_text}"
+                f"{' (best)' if improved else ''} [{record['seconds']:.1f}s]")
+        barrier(dist_info)
+
+    if dist_info.is_main:
+        ckpt.metrics["train_seconds"] = round(time.perf_counter() - started, 2)
+        _final_test(out, model, ckpt, data, ds, preprocess, info.weights_id, cache_dir, train_cfg, device, log, show)
+    barrier(dist_info)
+    return ckpt
+
+
+def _greedy(decode_cfg: DecodeConfig) -> DecodeConfig:
+    return DecodeConfig(beam_width=1, max_len=decode_cfg.max_len, forbid_repeat=decode_cfg.forbid_repeat,
+                        length_penalty=decode_cfg.length_penalty)
+
+
+def _split_features(model: AnnotationModel, feats_all, idx: np.ndarray, paths: list[Path], preprocess: PreprocessConfig,
+                    train_cfg: TrainConfig, device: str) -> torch.Tensor | None:
+    """Head inputs for a subset of the training split (from the cache, or the backbone when fine-tuning)."""
+    if idx.size == 0:
+        return None
+    if feats_all is not None:
+        return torch.from_numpy(np.ascontiguousarray(feats_all[idx]))
+    return torch.from_numpy(compute_features(model, [paths[i] for i in idx], preprocess, train_cfg.batch_size, device))
+
+
+def _resume(last: Path, model: nn.Module, optimizer, scheduler, ckpt: CheckpointConfig, log: Log) -> tuple[int, float]:
+    if not last.is_file():
+        raise ValueError(f"{last}: nothing to resume (no last-epoch checkpoint)")
+    saved, payload = load_checkpoint(last)
+    if saved.model.method != ckpt.model.method or saved.vocabulary != ckpt.vocabulary:
+        raise ValueError(f"{last}: was trained with another method or vocabulary; cannot resume")
+    model.load_state_dict(payload["state_dict"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    ckpt.history[:] = saved.history
+    ckpt.metrics.update(saved.metrics)
+    epoch = int(payload["epoch"]) + 1
+    log(f"resuming {last} after epoch {epoch}")
+    return epoch, float(payload["best_score"])
+
+
+def _final_test(out: Path, model: AnnotationModel, ckpt: CheckpointConfig, data: PreparedData, ds: CorelDataset,
+                preprocess: PreprocessConfig, weights_id: str, cache_dir: Path, train_cfg: TrainConfig, device: str,
+                log: Log, show: bool) -> None:
+    """Evaluate the best checkpoint on the test split (never used for selection) and store the figures in it."""
+    if data.test is None or not data.test.samples:
+        return
+    best, payload = load_checkpoint(out)
+    model.load_state_dict(payload["state_dict"])
+    paths = [s.path for s in data.test.samples]
+    if train_cfg.freeze_backbone:
+        with _progress(show) as bar:
+            task = bar.add_task("features (test)", total=len(paths), status="")
+            feats, _ = cached_features(model, paths, preprocess, weights_id, cache_dir, train_cfg.batch_size, device,
+                                       lambda k: bar.advance(task, k))
+    else:
+        feats = compute_features(model, paths, preprocess, train_cfg.batch_size, device)
+    feats_t = torch.from_numpy(np.ascontiguousarray(feats))
+    targets = multi_hot(data.test.label_ids(ds.vocabulary), len(ds.vocabulary))
+    metrics = evaluate(predict_features(model, feats_t, _greedy(ckpt.decode), ckpt.thresholds), targets)
+    best.metrics["test"] = metrics.to_dict()
+    best.metrics["train_seconds"] = ckpt.metrics["train_seconds"]
+    if model.is_sequence and ckpt.decode.beam_width > 1:
+        beam = evaluate(predict_features(model, feats_t, ckpt.decode), targets)
+        best.metrics[f"test_beam{ckpt.decode.beam_width}"] = beam.to_dict()
+    save_checkpoint(out, best, model)
+    ckpt.metrics.update(best.metrics)
+    log(f"test split ({len(paths)} images), best epoch {best.metrics.get('best_epoch')}:\n{metrics.format_table()}")
