@@ -125,3 +125,7 @@ def main(
         raise typer.Exit(2)
     console.print(f"wrote {out} (best epoch {result.metrics.get('best_epoch')}, "
                   f"{result.metrics.get('train_seconds', 0):.1f}s)", highlight=False)
+
+
+if __name__ == "__main__":
+    app()

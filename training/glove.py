@@ -62,9 +62,12 @@ def _candidates(word: str) -> list[list[str]]:
     parts = [p for p in lower.replace("_", "-").split("-") if p]
     if len(parts) > 1:
         out.append(parts)
-    for suffix, repl in (("ies", "y"), ("es", ""), ("s", "")):
-        if lower.endswith(suffix) and len(lower) > len(suffix) + 2:
-            out.append([lower[: -len(suffix)] + repl])
+    if lower.endswith("ies") and len(lower) >= 5:
+        out.append([lower[:-3] + "y"])
+    if lower.endswith("s") and not lower.endswith("ss") and len(lower) >= 4:
+        out.append([lower[:-1]])
+    if lower.endswith(("ses", "xes", "zes", "ches", "shes")) and len(lower) >= 5:
+        out.append([lower[:-2]])
     return out
 
 

@@ -19,6 +19,8 @@ def label_rank(ordering: str, train_label_ids: Sequence[Sequence[int]], num_labe
     """
     if ordering == "dataset":
         return ()
+    if ordering not in ("rare-first", "frequent-first"):
+        raise ValueError(f"unknown ordering {ordering!r}")
     counts = Counter(i for ids in train_label_ids for i in ids)
     sign = 1 if ordering == "rare-first" else -1
     order = sorted(range(num_labels), key=lambda i: (sign * counts.get(i, 0), i))

@@ -125,9 +125,12 @@ def _device(name: str) -> str:
 
 def train(data_dir: str | Path, out: str | Path, model_cfg: ModelConfig, seq_cfg: SequenceConfig,
           decode_cfg: DecodeConfig, train_cfg: TrainConfig, cache_dir: Path | None = None, resume: bool = False,
-          log: Log = print, show_progress: bool = True) -> CheckpointConfig:
+          log: Log = print, show_progress: bool = True, stop_after: int | None = None) -> CheckpointConfig:
     """Train ``model_cfg.method`` on a Corel-layout directory; write the best checkpoint to ``out``.
 
+    Every epoch draws its batch order and dropout masks from ``seed + epoch``, so a run resumed
+    from ``NAME.last.ckpt`` ends with the same weights as one never interrupted.  ``stop_after``
+    ends the run after that many epochs as an interruption would (no test evaluation).
     Returns the best checkpoint's config (with its validation and test metrics)."""
     data_dir, out = Path(data_dir), Path(out)
     train_cfg.device = _device(train_cfg.device)
@@ -137,14 +140,14 @@ def train(data_dir: str | Path, out: str | Path, model_cfg: ModelConfig, seq_cfg
     show = show_progress and dist_info.is_main
     try:
         return _train(data_dir, out, model_cfg, seq_cfg, decode_cfg, train_cfg, cache_dir or default_cache_dir(),
-                      resume, main_log, show, dist_info, device)
+                      resume, main_log, show, dist_info, device, stop_after)
     finally:
         shutdown(dist_info)
 
 
 def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceConfig, decode_cfg: DecodeConfig,
            train_cfg: TrainConfig, cache_dir: Path, resume: bool, log: Log, show: bool, dist_info: DistInfo,
-           device: str) -> CheckpointConfig:
+           device: str, stop_after: int | None) -> CheckpointConfig:
     started = time.perf_counter()
     torch.manual_seed(train_cfg.seed)
     np.random.seed(train_cfg.seed + dist_info.rank)
@@ -192,7 +195,7 @@ def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceC
     lengths_t = torch.from_numpy(data.lengths)
     fit = torch.from_numpy(data.fit_idx)
     if train_cfg.freeze_backbone:
-        feats_t = torch.from_numpy(np.ascontiguousarray(feats_all))
+        feats_t = torch.from_numpy(np.array(feats_all))
         dataset: Dataset = TensorDataset(feats_t[fit], targets_t[fit], tokens_t[fit], lengths_t[fit])
     else:
         dataset = ImageDataset([paths[i] for i in data.fit_idx], preprocess, targets_t[fit], tokens_t[fit],
@@ -226,7 +229,11 @@ def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceC
     val_feats = _split_features(model, feats_all, data.val_idx, paths, preprocess, train_cfg, device)
     val_targets = data.targets[data.val_idx]
     for epoch in range(start_epoch, train_cfg.epochs):
+        if stop_after is not None and epoch >= stop_after:
+            return ckpt
         t0 = time.perf_counter()
+        generator.manual_seed(train_cfg.seed * 1000 + epoch)
+        torch.manual_seed(train_cfg.seed * 1000 + epoch + 1)
         if sampler is not None:
             sampler.set_epoch(epoch)
         model.train()
@@ -320,7 +327,7 @@ def _final_test(out: Path, model: AnnotationModel, ckpt: CheckpointConfig, data:
                                        lambda k: bar.advance(task, k))
     else:
         feats = compute_features(model, paths, preprocess, train_cfg.batch_size, device)
-    feats_t = torch.from_numpy(np.ascontiguousarray(feats))
+    feats_t = torch.from_numpy(np.array(feats))
     targets = multi_hot(data.test.label_ids(ds.vocabulary), len(ds.vocabulary))
     metrics = evaluate(predict_features(model, feats_t, _greedy(ckpt.decode), ckpt.thresholds), targets)
     best.metrics["test"] = metrics.to_dict()

@@ -34,6 +34,7 @@ def correlation_matrix(label_ids: Sequence[Sequence[int]], num_labels: int, thre
                     co[a, b] += 1
     cond = co / np.maximum(counts[:, None], 1.0)
     adj = (cond >= threshold).astype(np.float64)
+    np.fill_diagonal(adj, 0.0)
     adj = adj * p / (adj.sum(axis=0, keepdims=True) + 1e-6)
     return (adj + np.eye(num_labels)).astype(np.float32)
 
