@@ -164,3 +164,21 @@ def test_torchrun_two_cpu_processes(synth_data, feature_cache, tmp_path):
     assert cfg.data["world_size"] == 2
     assert cfg.metrics["test"]["per_class/f1"] > chance_per_class_f1(synth_data) + 0.2
     assert proc.stderr.count("epoch 8/8") == 1
+
+
+def test_finetune_trains_the_backbone(synth_data, tmp_path):
+    import timm
+
+    initial = timm.create_model("resnet10t", pretrained=False).state_dict()
+    weights = tmp_path / "resnet10t.pth"
+    torch.save(initial, weights)
+    out = tmp_path / "ft.ckpt"
+    model_cfg = ModelConfig(method="cnn", num_labels=0, backbone="resnet10t", backbone_weights=str(weights))
+    train_cfg = TrainConfig(epochs=1, batch_size=32, image_size=64, device="cpu", freeze_backbone=False, workers=0)
+    train(synth_data, out, model_cfg, SequenceConfig(), DecodeConfig(), train_cfg, cache_dir=tmp_path / "c",
+          log=lambda _m: None, show_progress=False)
+    _, payload = load_checkpoint(out)
+    trained = payload["state_dict"]["backbone.conv1.0.weight"]
+    assert trained.shape == initial["conv1.0.weight"].shape
+    assert not torch.allclose(trained, initial["conv1.0.weight"])
+    assert not (tmp_path / "c").exists(), "fine-tuning must not cache features"

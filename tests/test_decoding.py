@@ -1,0 +1,113 @@
+"""The PyTorch reference decoders against brute force, and their rules (repeats, length, beam 1 = greedy)."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from training.config import DecodeConfig, ModelConfig
+from training.decoding import beam_decode, greedy_decode, length_normaliser
+from training.registry import create_model
+
+V = 4
+
+
+def tiny_model(method: str = "ria", seed: int = 0, stop_bias: float = 0.0, repeat_bias: float = 0.0):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(method=method, num_labels=V, feature_dim=6, hidden_size=8, emb_size=5, attention_size=4)
+    model = create_model(cfg, nn.Identity()).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+        model.fc.bias[V] += stop_bias
+        model.fc.bias[0] += repeat_bias
+    return model
+
+
+def feats_for(model, batch: int, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    if model.feature_kind == "spatial":
+        return torch.randn(batch, 3, 6, generator=g)
+    return torch.randn(batch, 6, generator=g)
+
+
+def sequence_logprob(model, feats: torch.Tensor, labels: list[int]) -> float:
+    """Log-probability of ``labels`` then stop, stepping the model one token at a time."""
+    state = model.init_state(feats)
+    token = torch.tensor([V + 1])
+    total = 0.0
+    for target in labels + [V]:
+        logits, state, _ = model.step(token, state)
+        total += float(torch.log_softmax(logits, dim=1)[0, target])
+        token = torch.tensor([target])
+    return total
+
+
+def brute_force(model, feats, max_len: int, penalty: float = 0.0, forbid_repeat: bool = True) -> list[int]:
+    best, best_score = None, -math.inf
+    for n in range(max_len + 1):
+        seqs = itertools.permutations(range(V), n) if forbid_repeat else itertools.product(range(V), repeat=n)
+        for seq in seqs:
+            score = sequence_logprob(model, feats, list(seq)) / length_normaliser(n + 1, penalty)
+            if score > best_score:
+                best, best_score = list(seq), score
+    return best
+
+
+@pytest.mark.parametrize("method", ["ria", "sr-cnn-rnn", "attention"])
+@pytest.mark.parametrize("penalty", [0.0, 1.0])
+def test_wide_beam_equals_brute_force(method, penalty):
+    model = tiny_model(method)
+    feats = feats_for(model, 3)
+    config = DecodeConfig(beam_width=500, max_len=3, length_penalty=penalty)
+    with torch.no_grad():
+        hyps = beam_decode(model, model.init_state(feats), config)
+        for i, hyp in enumerate(hyps):
+            assert hyp.labels == brute_force(model, feats[i:i + 1], 3, penalty)
+            assert hyp.logprob == pytest.approx(sequence_logprob(model, feats[i:i + 1], hyp.labels), abs=1e-4)
+
+
+@pytest.mark.parametrize("method", ["ria", "attention"])
+def test_beam_width_one_equals_greedy(method):
+    model = tiny_model(method, seed=4)
+    feats = feats_for(model, 6, seed=2)
+    config = DecodeConfig(beam_width=1, max_len=4)
+    greedy = greedy_decode(model, model.init_state(feats), config)
+    beam = beam_decode(model, model.init_state(feats), config)
+    assert [h.labels for h in greedy] == [h.labels for h in beam]
+    for g, b in zip(greedy, beam):
+        assert g.logprob == pytest.approx(b.logprob, abs=1e-5)
+        assert g.scores == pytest.approx(b.scores, abs=1e-6)
+
+
+def test_repeat_rule():
+    model = tiny_model(repeat_bias=8.0, stop_bias=-8.0)
+    feats = feats_for(model, 4)
+    allow = greedy_decode(model, model.init_state(feats), DecodeConfig(max_len=3, forbid_repeat=False))
+    assert any(len(set(h.labels)) < len(h.labels) for h in allow), "the biased model should repeat label 0"
+    for decoder, width in ((greedy_decode, 1), (beam_decode, 3)):
+        hyps = decoder(model, model.init_state(feats), DecodeConfig(beam_width=width, max_len=3, forbid_repeat=True))
+        assert all(len(set(h.labels)) == len(h.labels) for h in hyps)
+
+
+def test_length_is_bounded_and_stop_is_forced():
+    model = tiny_model(stop_bias=-20.0)
+    feats = feats_for(model, 5)
+    for width in (1, 3):
+        hyps = (greedy_decode if width == 1 else beam_decode)(
+            model, model.init_state(feats), DecodeConfig(beam_width=width, max_len=2))
+        assert all(len(h.labels) == 2 for h in hyps)
+
+
+def test_label_scores_are_emission_probabilities():
+    model = tiny_model("attention", seed=7)
+    feats = feats_for(model, 3)
+    for hyp in greedy_decode(model, model.init_state(feats), DecodeConfig(max_len=3)):
+        assert len(hyp.scores) == len(hyp.labels)
+        assert all(0.0 < s <= 1.0 for s in hyp.scores)
+        assert len(hyp.alphas) == len(hyp.labels) + 1
+        assert all(sum(a) == pytest.approx(1.0, abs=1e-5) for a in hyp.alphas)
+        assert sum(math.log(s) for s in hyp.scores) >= hyp.logprob - 1e-5
