@@ -1,0 +1,1 @@
+"""Checkpoints to ONNX bundles: graphs, manifest, verification against PyTorch."""

@@ -1,0 +1,156 @@
+"""``checkpoint -> bundle``: export every declared graph, verify it against PyTorch, write the manifest.
+
+The bundle is assembled in a temporary directory beside the target and renamed
+into place only when every graph has passed, so an interrupted or failed export
+never leaves a bundle that loads.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from runtime.manifest import (MANIFEST, BundleManifest, DecodingSpec, GraphSpec, ScoringSpec, TensorSpec,
+                              sha256_file)
+from runtime.vocabulary import Vocabulary
+from training.checkpoint import model_from_checkpoint
+
+from .graph_specs import BATCH, GraphDecl, graphs_for
+from .onnx_graphs import export_graph, wrappers
+
+DEFAULT_OPSET = 17
+
+
+@dataclass
+class GraphCheck:
+    """Largest absolute difference between ONNX Runtime and PyTorch for one graph output at one batch size."""
+
+    graph: str
+    output: str
+    batch: int
+    max_abs_diff: float
+
+
+def _versions() -> dict[str, str]:
+    out = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__}
+    try:
+        out["corel-annotate"] = version("corel-annotate")
+    except PackageNotFoundError:
+        out["corel-annotate"] = "unknown"
+    return out
+
+
+def _inputs(name: str, decl: GraphDecl, batch: int, encoder_out: dict[str, torch.Tensor] | None, image_size: int,
+            num_tokens: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Example inputs: images in the normalised range; decoder inputs from the encoder's real outputs."""
+    if name == "encoder":
+        return (torch.randn(batch, 3, image_size, image_size, generator=gen).clamp(-2.5, 2.5),)
+    assert encoder_out is not None
+    token = torch.randint(0, num_tokens, (batch,), generator=gen)
+    return (token,) + tuple(encoder_out[io.name] for io in decl.inputs[1:])
+
+
+def _spec(decl: GraphDecl, file: str, inputs: tuple[torch.Tensor, ...], outputs: tuple[torch.Tensor, ...]) -> GraphSpec:
+    def spec(io, t):
+        return TensorSpec(io.name, io.dtype, (BATCH,) + tuple(int(d) for d in t.shape[1:]))
+    return GraphSpec(file, tuple(spec(io, t) for io, t in zip(decl.inputs, inputs)),
+                     tuple(spec(io, t) for io, t in zip(decl.outputs, outputs)))
+
+
+def export_bundle(checkpoint: str | Path, out_dir: str | Path | None = None, opset: int = DEFAULT_OPSET,
+                  tolerance: float = 1e-4, batch_sizes: tuple[int, ...] = (1, 5), trace_batch: int = 2,
+                  force: bool = False, log: Callable[[str], None] = print) -> tuple[Path, BundleManifest, list[GraphCheck]]:
+    """Export ``checkpoint`` to a bundle directory and return it with its manifest and the parity checks."""
+    checkpoint = Path(checkpoint)
+    out = Path(out_dir) if out_dir else checkpoint.with_suffix(".bundle")
+    if out.exists() and not force:
+        raise ValueError(f"{out}: already exists (use --force to replace it)")
+    model, cfg = model_from_checkpoint(checkpoint)
+    method = cfg.model.method
+    decls = graphs_for(method)
+    vocab = Vocabulary(tuple(cfg.vocabulary))
+    size = int(cfg.preprocess["image_size"])
+    modules = wrappers(model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        specs: dict[str, GraphSpec] = {}
+        gen = torch.Generator().manual_seed(0)
+        encoder_out = None
+        for name, decl in decls.items():
+            args = _inputs(name, decl, trace_batch, encoder_out, size, vocab.num_tokens, gen)
+            export_graph(modules[name], args, decl, tmp / f"{name}.onnx", opset)
+            onnx.checker.check_model(str(tmp / f"{name}.onnx"), full_check=True)
+            with torch.no_grad():
+                result = modules[name](*args)
+            result = result if isinstance(result, tuple) else (result,)
+            specs[name] = _spec(decl, f"{name}.onnx", args, result)
+            if name == "encoder":
+                encoder_out = {io.name: t for io, t in zip(decl.outputs, result)}
+        checks = verify(tmp, modules, decls, size, vocab.num_tokens, batch_sizes, tolerance, log)
+        manifest = BundleManifest(
+            method=method, vocabulary=vocab.labels, preprocess=cfg.preprocess, graphs=specs,
+            decoding=DecodingSpec(vocab.start_id, vocab.stop_id, cfg.decode.max_len, cfg.decode.beam_width,
+                                  cfg.decode.forbid_repeat, cfg.decode.length_penalty) if model.is_sequence else None,
+            scoring=None if model.is_sequence else ScoringSpec(tuple(cfg.thresholds or [0.5] * len(vocab))),
+            opset=opset, versions=_versions(),
+            files={s.file: sha256_file(tmp / s.file) for s in specs.values()},
+            source={"checkpoint": checkpoint.name, "checkpoint_sha256": sha256_file(checkpoint),
+                    "backbone": cfg.model.backbone, "metrics": cfg.metrics.get("test", {})})
+        (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out, manifest, checks
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished bundle into place; an old bundle is removed only after the new one is there."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def verify(bundle: Path, modules: dict[str, torch.nn.Module], decls: dict[str, GraphDecl], image_size: int,
+           num_tokens: int, batch_sizes: tuple[int, ...], tolerance: float,
+           log: Callable[[str], None]) -> list[GraphCheck]:
+    """Run every graph in ONNX Runtime at each batch size and compare each output with PyTorch."""
+    checks: list[GraphCheck] = []
+    sessions = {name: ort.InferenceSession(str(bundle / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+                for name in decls}
+    gen = torch.Generator().manual_seed(1)
+    for batch in batch_sizes:
+        encoder_out = None
+        for name, decl in decls.items():
+            args = _inputs(name, decl, batch, encoder_out, image_size, num_tokens, gen)
+            with torch.no_grad():
+                expected = modules[name](*args)
+            expected = expected if isinstance(expected, tuple) else (expected,)
+            feed = {io.name: t.numpy() for io, t in zip(decl.inputs, args)}
+            got = sessions[name].run([io.name for io in decl.outputs], feed)
+            for io, e, g in zip(decl.outputs, expected, got):
+                diff = float(np.max(np.abs(e.numpy() - g))) if e.numel() else 0.0
+                checks.append(GraphCheck(name, io.name, batch, diff))
+            if name == "encoder":
+                encoder_out = {io.name: t for io, t in zip(decl.outputs, expected)}
+    worst = max(checks, key=lambda c: c.max_abs_diff)
+    for c in checks:
+        log(f"  {c.graph}.{c.output} batch {c.batch}: max |onnx - torch| = {c.max_abs_diff:.2e}")
+    if worst.max_abs_diff > tolerance:
+        raise ValueError(f"{worst.graph}.onnx output {worst.output} differs from PyTorch by {worst.max_abs_diff:.2e} "
+                         f"at batch {worst.batch} (tolerance {tolerance:.0e})")
+    return checks

@@ -1,0 +1,140 @@
+"""``corel-infer`` and ``corel-eval``: the runtime's commands (numpy + onnxruntime + pillow, no torch)."""
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+console = Console(stderr=True, soft_wrap=True)
+infer_app = typer.Typer(add_completion=False, help="Annotate photos with an exported bundle.")
+eval_app = typer.Typer(add_completion=False, help="Evaluate an exported bundle on a Corel-layout split.")
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+    tensorrt = "tensorrt"
+
+
+class Format(str, Enum):
+    jsonl = "jsonl"
+    csv = "csv"
+    json = "json"
+
+
+def _progress(total: int, enabled: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, disable=not enabled)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+@infer_app.command()
+def infer(
+    paths: List[Path] = typer.Argument(..., help="Image files, folders (searched recursively), or .txt/.lst files "
+                                       "listing one image path per line."),
+    model: Path = typer.Option(..., "--model", "-m", help="Bundle directory written by corel-export."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write results here (default: standard output)."),
+    fmt: Format = typer.Option(Format.jsonl, "--format", help="jsonl (one record per line), csv, or json (one array)."),
+    batch_size: int = typer.Option(8, help="Images per encoder call."),
+    beam_width: Optional[int] = typer.Option(None, help="Recurrent bundles: beam width (default: the manifest's)."),
+    top_k: Optional[int] = typer.Option(None, help="Score bundles: keep at most K labels per image."),
+    threshold: Optional[float] = typer.Option(None, help="Score bundles: one threshold for every label "
+                                              "(default: the manifest's per-label thresholds)."),
+    attention_maps: Optional[Path] = typer.Option(None, help="Attention bundles: write a PNG overlay per emitted "
+                                                  "label into this folder."),
+    device: Device = typer.Option(Device.cpu, help="Execution provider; falls back to CPU with a message when missing."),
+    threads: int = typer.Option(0, help="onnxruntime intra-op threads (0: onnxruntime's default)."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first image that cannot be read."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on standard error."),
+) -> None:
+    """Annotate photos. One record per image: {"image", "status": "ok"|"error", "labels", "scores"} or an
+    "error" reason. Exit codes: 0 every image annotated, 1 some images failed, 2 bad bundle or arguments."""
+    from .annotator import Annotator
+    from .attention_maps import write_attention_maps
+    from .inputs import collect_paths, prefetch_batches
+    from .writers import ResultWriter
+
+    try:
+        annotator = Annotator.load(model, device=device.value, threads=threads)
+    except ValueError as exc:
+        _fail(str(exc))
+    if attention_maps is not None and annotator.method != "attention":
+        _fail(f"--attention-maps needs an attention bundle; {model} is {annotator.method}")
+    files = collect_paths(paths)
+    if not files:
+        _fail("no images found in " + ", ".join(map(str, paths)))
+    stream = open(output, "w", encoding="utf-8") if output else sys.stdout
+    writer = ResultWriter(stream, fmt.value)
+    failures = 0
+    options = {"beam_width": beam_width} if annotator.manifest.is_sequence else {"top_k": top_k, "threshold": threshold}
+    try:
+        with _progress(len(files), progress and sys.stderr.isatty()) as bar:
+            task = bar.add_task("annotating", total=len(files))
+            for batch in prefetch_batches(files, annotator.preprocess_config, batch_size):
+                for path, reason in batch.failed:
+                    failures += 1
+                    writer.write({"image": str(path), "status": "error", "error": reason})
+                    if strict:
+                        console.print(f"[red]error:[/red] {reason}", highlight=False)
+                        raise typer.Exit(1)
+                if batch.array is not None:
+                    results = annotator.annotate_batch(batch.array, keep_alphas=attention_maps is not None, **options)
+                    for path, result in zip(batch.paths, results):
+                        writer.write({"image": str(path), "status": "ok", **result.to_dict()})
+                        if attention_maps is not None:
+                            write_attention_maps(path, result.labels, result.alphas, attention_maps)
+                bar.advance(task, len(batch.paths) + len(batch.failed))
+    finally:
+        writer.close()
+        if output:
+            stream.close()
+    console.print(f"{len(files) - failures}/{len(files)} images annotated"
+                  + (f", {failures} failed" if failures else "") + (f"; results in {output}" if output else ""),
+                  highlight=False)
+    raise typer.Exit(1 if failures else 0)
+
+
+@eval_app.command()
+def evaluate(
+    model: Path = typer.Option(..., "--model", "-m", help="Bundle directory written by corel-export."),
+    data: Path = typer.Option(..., "--data", help="Corel-layout directory (images/, SPLIT.json, vocabulary.txt)."),
+    split: str = typer.Option("test", help="Which split file to evaluate: DATA/SPLIT.json."),
+    beam_width: Optional[int] = typer.Option(None, help="Recurrent bundles: beam width (default: the manifest's)."),
+    batch_size: int = typer.Option(16, help="Images per encoder call."),
+    device: Device = typer.Option(Device.cpu, help="Execution provider."),
+    threads: int = typer.Option(0, help="onnxruntime intra-op threads (0: default)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on standard error."),
+) -> None:
+    """Run the runtime over a split and print the reference metrics: per-class and per-image precision,
+    recall and F1, N+, and mAP for score-based bundles. Exit codes: 0 done, 2 bad bundle or data."""
+    from .annotator import Annotator
+    from .dataset import CorelDataset
+    from .evaluation import evaluate_bundle
+
+    try:
+        annotator = Annotator.load(model, device=device.value, threads=threads)
+        total = len(CorelDataset(data).read(split).samples)
+        with _progress(total, progress and sys.stderr.isatty()) as bar:
+            task = bar.add_task(f"evaluating {split}", total=total)
+            result = evaluate_bundle(annotator, data, split, beam_width, batch_size, lambda k: bar.advance(task, k))
+    except ValueError as exc:
+        _fail(str(exc))
+    if as_json:
+        payload = {"bundle": str(model), "data": str(data), "split": split, "images": len(result.images),
+                   "method": annotator.method, "seconds": round(result.seconds, 3), **result.metrics.to_dict()}
+        typer.echo(json.dumps(payload, indent=1))
+    else:
+        typer.echo(f"{annotator.method} bundle {model} on {data}/{split}.json ({len(result.images)} images, "
+                   f"{result.seconds:.1f}s)")
+        typer.echo(result.metrics.format_table())

@@ -1,0 +1,71 @@
+"""Which files to annotate, and their decoding in background threads while the model runs."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .preprocessing import PreprocessConfig, preprocess_file
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+LIST_SUFFIXES = {".txt", ".lst", ".list"}
+
+
+def collect_paths(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files given directly, image files under folders (recursive, sorted, links to folders not
+    followed so loops cannot recur), and the paths listed one per line in ``.txt``/``.lst`` files."""
+    out: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = []
+            for root, dirs, files in os.walk(path, followlinks=False):
+                dirs.sort()
+                found.extend(Path(root) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES)
+            out.extend(sorted(found))
+        elif path.suffix.lower() in LIST_SUFFIXES and path.is_file():
+            base = path.parent
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    listed = Path(line)
+                    out.append(listed if listed.is_absolute() else base / listed)
+        else:
+            out.append(path)
+    return out
+
+
+@dataclass
+class Batch:
+    """Preprocessed images that loaded, and one-line reasons for those that did not."""
+
+    paths: list[Path]
+    array: np.ndarray | None
+    failed: list[tuple[Path, str]]
+
+
+def _load(paths: Sequence[Path], config: PreprocessConfig) -> Batch:
+    ok, arrays, failed = [], [], []
+    for p in paths:
+        try:
+            arrays.append(preprocess_file(p, config))
+            ok.append(p)
+        except (ValueError, OSError) as exc:
+            failed.append((p, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+    return Batch(ok, np.stack(arrays) if arrays else None, failed)
+
+
+def prefetch_batches(paths: Sequence[Path], config: PreprocessConfig, batch_size: int,
+                     workers: int = 2, ahead: int = 2) -> Iterator[Batch]:
+    """Yield batches in order while the next ``ahead`` batches decode in ``workers`` threads."""
+    chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending = [pool.submit(_load, c, config) for c in chunks[:ahead]]
+        for i in range(len(chunks)):
+            if i + ahead < len(chunks):
+                pending.append(pool.submit(_load, chunks[i + ahead], config))
+            yield pending.pop(0).result()
