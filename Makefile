@@ -19,10 +19,16 @@ test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 demo: $(STAMP)
-	COREL_CACHE_DIR=$(DEMO)/cache $(BIN)/corel-synth $(DEMO)/data --images 600 --labels 12 --seed 0 --quiet
-	COREL_CACHE_DIR=$(DEMO)/cache $(BIN)/corel-train --data $(DEMO)/data --method attention --epochs 15 --out $(DEMO)/attention.ckpt
-	COREL_CACHE_DIR=$(DEMO)/cache $(BIN)/corel-train --data $(DEMO)/data --method ml-gcn --loss asl --epochs 15 --out $(DEMO)/ml-gcn.ckpt
-	@echo "demo checkpoints: $(DEMO)/attention.ckpt $(DEMO)/ml-gcn.ckpt (synthetic data in $(DEMO)/data)"
+	$(BIN)/corel-synth $(DEMO)/data --images 600 --labels 12 --seed 0 --quiet
+	$(BIN)/corel-train --data $(DEMO)/data --method attention --epochs 15 --cache-dir $(DEMO)/cache --out $(DEMO)/attention.ckpt
+	$(BIN)/corel-train --data $(DEMO)/data --method ml-gcn --loss asl --epochs 15 --cache-dir $(DEMO)/cache --out $(DEMO)/ml-gcn.ckpt
+	$(BIN)/corel-export $(DEMO)/attention.ckpt -o $(DEMO)/attention.bundle --force
+	$(BIN)/corel-export $(DEMO)/ml-gcn.ckpt -o $(DEMO)/ml-gcn.bundle --force
+	$(BIN)/corel-infer $(DEMO)/data/test.json --model $(DEMO)/attention.bundle --beam-width 3 -o $(DEMO)/attention.jsonl --attention-maps $(DEMO)/attention-maps
+	$(BIN)/corel-infer $(DEMO)/data/test.json --model $(DEMO)/ml-gcn.bundle -o $(DEMO)/ml-gcn.jsonl
+	$(BIN)/corel-eval --model $(DEMO)/attention.bundle --data $(DEMO)/data
+	$(BIN)/corel-eval --model $(DEMO)/ml-gcn.bundle --data $(DEMO)/data
+	@echo "outputs: checkpoints $(DEMO)/*.ckpt, bundles $(DEMO)/*.bundle, annotations $(DEMO)/*.jsonl, attention maps $(DEMO)/attention-maps/"
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -40,8 +40,8 @@ def _fail(message: str) -> None:
 
 @infer_app.command()
 def infer(
-    paths: List[Path] = typer.Argument(..., help="Image files, folders (searched recursively), or .txt/.lst files "
-                                       "listing one image path per line."),
+    paths: List[Path] = typer.Argument(..., help="Image files, folders (searched recursively), .txt/.lst files "
+                                       "listing one image path per line, or a Corel split file (DIR/test.json)."),
     model: Path = typer.Option(..., "--model", "-m", help="Bundle directory written by corel-export."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write results here (default: standard output)."),
     fmt: Format = typer.Option(Format.jsonl, "--format", help="jsonl (one record per line), csv, or json (one array)."),

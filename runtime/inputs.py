@@ -17,7 +17,8 @@ LIST_SUFFIXES = {".txt", ".lst", ".list"}
 
 def collect_paths(inputs: Sequence[str | Path]) -> list[Path]:
     """Files given directly, image files under folders (recursive, sorted, links to folders not
-    followed so loops cannot recur), and the paths listed one per line in ``.txt``/``.lst`` files."""
+    followed so loops cannot recur), the paths listed one per line in ``.txt``/``.lst`` files, and
+    the images of a Corel-layout split file (``DIR/test.json`` -> ``DIR/images/...``)."""
     out: list[Path] = []
     for item in inputs:
         path = Path(item)
@@ -27,6 +28,10 @@ def collect_paths(inputs: Sequence[str | Path]) -> list[Path]:
                 dirs.sort()
                 found.extend(Path(root) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES)
             out.extend(sorted(found))
+        elif path.suffix.lower() == ".json" and path.is_file():
+            from .dataset import read_annotations
+
+            out.extend(path.parent / "images" / item["image_name"] for item in read_annotations(path))
         elif path.suffix.lower() in LIST_SUFFIXES and path.is_file():
             base = path.parent
             for line in path.read_text(encoding="utf-8", errors="replace").splitlines():

@@ -22,3 +22,26 @@ def synth_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def feature_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("feature-cache")
+
+
+EXPORT_METHODS = ("cnn", "ml-gcn", "ria", "sr-cnn-rnn", "attention")
+
+
+@pytest.fixture(scope="session")
+def bundles(synth_data, feature_cache, tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """Per method: a checkpoint trained briefly on the synthetic data and its exported bundle."""
+    from export.bundle import export_bundle
+    from training.config import DecodeConfig, ModelConfig, SequenceConfig, TrainConfig
+    from training.trainer import train
+
+    root = tmp_path_factory.mktemp("bundles")
+    out = {}
+    for method in EXPORT_METHODS:
+        ckpt = root / f"{method}.ckpt"
+        kw = {"loss": "asl"} if method == "ml-gcn" else {}
+        train(synth_data, ckpt, ModelConfig(method=method, num_labels=0, **kw), SequenceConfig(), DecodeConfig(beam_width=3),
+              TrainConfig(epochs=8, image_size=128, device="cpu", seed=5), cache_dir=feature_cache,
+              log=lambda _m: None, show_progress=False)
+        bundle, _, _ = export_bundle(ckpt, root / f"{method}.bundle", log=lambda _m: None)
+        out[method] = (ckpt, bundle)
+    return out

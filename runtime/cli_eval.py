@@ -1,0 +1,5 @@
+"""``python -m runtime.cli_eval``: the same as ``corel-eval``."""
+from .cli import eval_app
+
+if __name__ == "__main__":
+    eval_app()

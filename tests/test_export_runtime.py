@@ -1,0 +1,168 @@
+"""Exported bundles against PyTorch: graph outputs, label sets (greedy and beam 3) and metrics."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from conftest import EXPORT_METHODS, REPO
+from export.onnx_graphs import wrappers
+from runtime.annotator import Annotator
+from runtime.dataset import CorelDataset
+from runtime.evaluation import evaluate_bundle
+from runtime.metrics import annotation_metrics, label_sets_to_matrix
+from runtime.preprocessing import PreprocessConfig, preprocess_file
+from training.checkpoint import model_from_checkpoint
+from training.config import DecodeConfig
+from training.decoding import decode
+
+
+def split_and_vocab(data):
+    ds = CorelDataset(data)
+    split = ds.read("test")
+    return split, ds.vocabulary
+
+
+def torch_predictions(model, cfg, images: np.ndarray, beam_width: int) -> tuple[list[list[int]], np.ndarray | None]:
+    """The PyTorch reference path from preprocessed images to label sets (and scores)."""
+    with torch.no_grad():
+        feats = model.features(torch.from_numpy(images))
+        if model.is_sequence:
+            hyps = decode(model, model.init_state(feats), DecodeConfig(beam_width=beam_width, max_len=cfg.decode.max_len,
+                                                                         forbid_repeat=cfg.decode.forbid_repeat))
+            return [h.labels for h in hyps], None
+        probs = torch.sigmoid(model.logits(feats)).numpy()
+    return [list(np.flatnonzero(row >= 0.5)) for row in probs], probs
+
+
+@pytest.fixture(scope="module")
+def test_batch(synth_data, bundles):
+    split, vocab = split_and_vocab(synth_data)
+    _, cfg = model_from_checkpoint(bundles["cnn"][0])
+    pre = PreprocessConfig.from_dict(cfg.preprocess)
+    images = np.stack([preprocess_file(s.path, pre) for s in split.samples])
+    return split, vocab, images
+
+
+@pytest.mark.parametrize("method", EXPORT_METHODS)
+def test_graph_outputs_match_torch_on_real_images(bundles, test_batch, method):
+    ckpt, bundle = bundles[method]
+    model, _ = model_from_checkpoint(ckpt)
+    modules = wrappers(model)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    sessions = {name: ort.InferenceSession(str(bundle / spec["file"]), providers=["CPUExecutionProvider"])
+                for name, spec in manifest["graphs"].items()}
+    _, _, images = test_batch
+    for batch in (1, 5):
+        x = images[:batch]
+        enc_names = [o["name"] for o in manifest["graphs"]["encoder"]["outputs"]]
+        got = sessions["encoder"].run(enc_names, {"images": x})
+        with torch.no_grad():
+            expected = modules["encoder"](torch.from_numpy(x))
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected):
+            assert g.shape[0] == batch
+            assert np.max(np.abs(g - e.numpy())) < 1e-4
+        if "decoder_step" in sessions:
+            step_in = [i["name"] for i in manifest["graphs"]["decoder_step"]["inputs"]]
+            step_out = [o["name"] for o in manifest["graphs"]["decoder_step"]["outputs"]]
+            encoded = dict(zip(enc_names, got))
+            token = np.arange(batch, dtype=np.int64) % (len(manifest["vocabulary"]) + 2)
+            feed = {"token": token, **{n: encoded[n] for n in step_in[1:]}}
+            got_step = sessions["decoder_step"].run(step_out, feed)
+            with torch.no_grad():
+                exp_step = modules["decoder_step"](torch.from_numpy(token), *(torch.from_numpy(feed[n]) for n in step_in[1:]))
+            for g, e in zip(got_step, exp_step):
+                assert np.max(np.abs(g - e.numpy())) < 1e-4
+
+
+@pytest.mark.parametrize("method", EXPORT_METHODS)
+@pytest.mark.parametrize("beam_width", [1, 3])
+def test_label_sets_equal_the_reference(bundles, test_batch, method, beam_width):
+    ckpt, bundle = bundles[method]
+    model, cfg = model_from_checkpoint(ckpt)
+    _, _, images = test_batch
+    expected, _ = torch_predictions(model, cfg, images, beam_width)
+    annotator = Annotator.load(bundle)
+    got = annotator.annotate_batch(images, beam_width=beam_width) if model.is_sequence else annotator.annotate_batch(images)
+    agree = sum(set(a.label_ids) == set(b) for a, b in zip(got, expected))
+    assert agree >= 0.99 * len(expected), f"{agree}/{len(expected)} label sets agree"
+    assert any(len(a.label_ids) for a in got)
+
+
+@pytest.mark.parametrize("method", EXPORT_METHODS)
+def test_eval_metrics_equal_pytorch_evaluation(bundles, synth_data, test_batch, method):
+    ckpt, bundle = bundles[method]
+    model, cfg = model_from_checkpoint(ckpt)
+    split, vocab, images = test_batch
+    sets, probs = torch_predictions(model, cfg, images, cfg.decode.beam_width)
+    targets = label_sets_to_matrix(split.label_ids(vocab), len(vocab))
+    reference = annotation_metrics(targets, label_sets_to_matrix(sets, len(vocab)), probs).to_dict()
+    result = subprocess.run([sys.executable, "-m", "runtime.cli_eval", "--model", str(bundle), "--data",
+                             str(synth_data), "--json", "--no-progress"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout)
+    for key, value in reference.items():
+        if value is None:
+            assert got[key] is None
+        else:
+            assert got[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_batch_size_does_not_change_results(bundles, test_batch):
+    _, bundle = bundles["attention"]
+    annotator = Annotator.load(bundle)
+    _, _, images = test_batch
+    one = [a.label_ids for i in range(12) for a in annotator.annotate_batch(images[i:i + 1], beam_width=3)]
+    many = [a.label_ids for a in annotator.annotate_batch(images[:12], beam_width=3)]
+    assert one == many
+
+
+def test_runtime_never_imports_torch(bundles, synth_data, tmp_path):
+    _, bundle = bundles["attention"]
+    _, gcn = bundles["ml-gcn"]
+    script = f"""
+import sys
+sys.modules['torch'] = None  # any attempt to import torch now fails
+from runtime.annotator import Annotator
+from runtime.evaluation import evaluate_bundle
+from runtime.cli import infer_app, eval_app
+a = Annotator.load({str(bundle)!r})
+print(len(a.annotate([{str(next((synth_data / 'images').iterdir()))!r}], beam_width=3)))
+print(evaluate_bundle(Annotator.load({str(gcn)!r}), {str(synth_data)!r}).metrics.per_class_f1 > 0)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "True"]
+    mods = subprocess.run([sys.executable, "-c", "import sys, runtime.annotator, runtime.cli, runtime.evaluation; "
+                           "print(any(m == 'torch' or m.startswith('torch.') for m in sys.modules))"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert mods.stdout.strip() == "False", mods.stderr
+
+
+def test_preprocessing_matches_the_torchvision_training_transform(synth_data):
+    tv = pytest.importorskip("torchvision.transforms")
+    from PIL import Image
+
+    from runtime.preprocessing import load_image
+
+    paths = sorted((synth_data / "images").iterdir())[:5]
+    shared = REPO.parent / "shared" / "datasets" / "miml-scenes" / "images"
+    if shared.is_dir():
+        paths += sorted(shared.iterdir())[:5]
+    config = PreprocessConfig(image_size=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    transform = tv.Compose([tv.Resize((224, 224), interpolation=tv.InterpolationMode.BILINEAR), tv.ToTensor(),
+                            tv.Normalize(config.mean, config.std)])
+    for path in paths:
+        ours = preprocess_file(path, config)
+        reference = transform(load_image(path)).numpy()
+        assert ours.shape == reference.shape == (3, 224, 224)
+        assert np.max(np.abs(ours - reference)) < 1e-5, path
+        with Image.open(path) as raw:
+            assert raw.format == "JPEG"
