@@ -1,0 +1,70 @@
+"""corel-infer end to end on real JPEG files: formats, inputs, bad files, attention maps, exit codes."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from PIL import Image
+from typer.testing import CliRunner
+
+from runtime.cli import infer_app
+
+runner = CliRunner()
+
+
+def test_folder_to_jsonl_file_and_attention_maps(bundles, synth_data, tmp_path):
+    out = tmp_path / "r.jsonl"
+    maps = tmp_path / "maps"
+    images = sorted((synth_data / "images").iterdir())[:6]
+    folder = tmp_path / "imgs"
+    (folder / "nested").mkdir(parents=True)
+    for i, p in enumerate(images):
+        (folder / ("nested" if i % 2 else "") / p.name).write_bytes(p.read_bytes())
+    result = runner.invoke(infer_app, [str(folder), "--model", str(bundles["attention"][1]), "-o", str(out),
+                                       "--attention-maps", str(maps), "--no-progress", "--beam-width", "3"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 6 and all(r["status"] == "ok" for r in records)
+    vocab = (synth_data / "vocabulary.txt").read_text().split()
+    assert all(set(r["labels"]) <= set(vocab) and len(r["scores"]) == len(r["labels"]) for r in records)
+    pngs = sorted(maps.glob("*.png"))
+    assert len(pngs) == sum(len(r["labels"]) for r in records)
+    with Image.open(pngs[0]) as im:
+        assert im.format == "PNG" and im.mode == "RGB"
+
+
+def test_split_file_csv_and_json_formats(bundles, synth_data):
+    args = [str(synth_data / "test.json"), "--model", str(bundles["ml-gcn"][1]), "--no-progress"]
+    as_csv = runner.invoke(infer_app, args + ["--format", "csv", "--top-k", "2"])
+    assert as_csv.exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    n_test = len(json.loads((synth_data / "test.json").read_text())["samples"])
+    assert len(rows) == n_test and all(len(r["labels"].split()) <= 2 for r in rows)
+    as_json = runner.invoke(infer_app, args + ["--format", "json"])
+    assert len(json.loads(as_json.stdout)) == n_test
+
+
+def test_bad_files_get_error_records_and_exit_1(bundles, synth_data, tmp_path):
+    good = sorted((synth_data / "images").iterdir())[0]
+    (tmp_path / "good.jpeg").write_bytes(good.read_bytes())
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("not an image")
+    (tmp_path / "cut.jpg").write_bytes(good.read_bytes()[:200])
+    listing = tmp_path / "list.txt"
+    listing.write_text("good.jpeg\nempty.jpg\ntext.jpg\ncut.jpg\nmissing.jpg\n")
+    result = runner.invoke(infer_app, [str(listing), "--model", str(bundles["cnn"][1]), "--no-progress"])
+    assert result.exit_code == 1
+    records = {json.loads(line)["image"].rsplit("/", 1)[-1]: json.loads(line) for line in result.stdout.splitlines()}
+    assert records["good.jpeg"]["status"] == "ok"
+    for name in ("empty.jpg", "text.jpg", "cut.jpg", "missing.jpg"):
+        assert records[name]["status"] == "error" and name in records[name]["error"]
+        assert "\n" not in records[name]["error"]
+    strict = runner.invoke(infer_app, [str(listing), "--model", str(bundles["cnn"][1]), "--no-progress", "--strict",
+                                       "--batch-size", "1"])
+    assert strict.exit_code == 1 and len(strict.stdout.splitlines()) == 2
+
+
+def test_bad_bundle_exits_2(tmp_path, synth_data):
+    result = runner.invoke(infer_app, [str(synth_data / "images"), "--model", str(tmp_path), "--no-progress"])
+    assert result.exit_code == 2 and "not a bundle" in result.output
