@@ -26,21 +26,15 @@ from runtime.metrics import annotation_metrics, label_sets_to_matrix
 from runtime.preprocessing import PreprocessConfig, preprocess_file
 from training.checkpoint import model_from_checkpoint
 from training.config import DecodeConfig
-from training.decoding import decode
+from training.evaluation import predict_images
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
 def torch_labels(model, cfg, batch: np.ndarray, beam_width: int = 1) -> tuple[list[list[int]], np.ndarray | None]:
-    with torch.no_grad():
-        feats = model.features(torch.from_numpy(batch))
-        if model.is_sequence:
-            hyps = decode(model, model.init_state(feats), DecodeConfig(beam_width=beam_width, max_len=cfg.decode.max_len,
-                                                                         forbid_repeat=cfg.decode.forbid_repeat))
-            return [h.labels for h in hyps], None
-        probs = torch.sigmoid(model.logits(feats)).numpy()
-        thresholds = np.asarray(cfg.thresholds, dtype=np.float32)
-        return [list(np.flatnonzero(r >= thresholds)) for r in probs], probs
+    decode_config = DecodeConfig(beam_width=beam_width, max_len=cfg.decode.max_len, forbid_repeat=cfg.decode.forbid_repeat)
+    p = predict_images(model, batch, decode_config, cfg.thresholds)
+    return p.label_sets, p.scores
 
 
 @app.command()

@@ -19,7 +19,7 @@ from runtime.metrics import annotation_metrics, label_sets_to_matrix
 from runtime.preprocessing import PreprocessConfig, preprocess_file
 from training.checkpoint import model_from_checkpoint
 from training.config import DecodeConfig
-from training.decoding import decode
+from training.evaluation import predict_images
 
 
 def split_and_vocab(data):
@@ -30,14 +30,9 @@ def split_and_vocab(data):
 
 def torch_predictions(model, cfg, images: np.ndarray, beam_width: int) -> tuple[list[list[int]], np.ndarray | None]:
     """The PyTorch reference path from preprocessed images to label sets (and scores)."""
-    with torch.no_grad():
-        feats = model.features(torch.from_numpy(images))
-        if model.is_sequence:
-            hyps = decode(model, model.init_state(feats), DecodeConfig(beam_width=beam_width, max_len=cfg.decode.max_len,
-                                                                         forbid_repeat=cfg.decode.forbid_repeat))
-            return [h.labels for h in hyps], None
-        probs = torch.sigmoid(model.logits(feats)).numpy()
-    return [list(np.flatnonzero(row >= 0.5)) for row in probs], probs
+    config = DecodeConfig(beam_width=beam_width, max_len=cfg.decode.max_len, forbid_repeat=cfg.decode.forbid_repeat)
+    p = predict_images(model, images, config, cfg.thresholds)
+    return p.label_sets, p.scores
 
 
 @pytest.fixture(scope="module")

