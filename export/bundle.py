@@ -26,6 +26,8 @@ from training.checkpoint import model_from_checkpoint
 
 from .graph_specs import BATCH, GraphDecl, graphs_for
 from .onnx_graphs import export_graph, wrappers
+from .tensorrt import EngineSettings, add_engines, require_tensorrt
+from .precision import PRECISIONS, calibration_images, convert_fp16, quantize_dynamic_int8, quantize_static_int8
 
 DEFAULT_OPSET = 17
 
@@ -68,8 +70,20 @@ def _spec(decl: GraphDecl, file: str, inputs: tuple[torch.Tensor, ...], outputs:
 
 def export_bundle(checkpoint: str | Path, out_dir: str | Path | None = None, opset: int = DEFAULT_OPSET,
                   tolerance: float = 1e-4, batch_sizes: tuple[int, ...] = (1, 5), trace_batch: int = 2,
-                  force: bool = False, log: Callable[[str], None] = print) -> tuple[Path, BundleManifest, list[GraphCheck]]:
-    """Export ``checkpoint`` to a bundle directory and return it with its manifest and the parity checks."""
+                  force: bool = False, precision: str = "fp32", calibration: str | Path | None = None,
+                  engine: str | None = None, engine_settings: EngineSettings | None = None,
+                  log: Callable[[str], None] = print) -> tuple[Path, BundleManifest, list[GraphCheck]]:
+    """Export ``checkpoint`` to a bundle directory and return it with its manifest and the parity checks.
+
+    The fp32 graphs are always exported and checked against PyTorch first; ``precision`` int8 or
+    fp16 then converts them (their differences from PyTorch are printed, not enforced: their
+    accuracy is judged with ``corel-eval``)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if engine not in (None, "tensorrt"):
+        raise ValueError(f"unknown engine {engine!r}; the only engine is tensorrt")
+    if engine:
+        require_tensorrt()
     checkpoint = Path(checkpoint)
     out = Path(out_dir) if out_dir else checkpoint.with_suffix(".bundle")
     if out.exists() and not force:
@@ -97,13 +111,24 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path | None = None, ops
             if name == "encoder":
                 encoder_out = {io.name: t for io, t in zip(decl.outputs, result)}
         checks = verify(tmp, modules, decls, size, vocab.num_tokens, batch_sizes, tolerance, log)
+        if precision != "fp32":
+            _lower_precision(tmp, decls, precision, cfg, calibration, log)
+            log(f"{precision} graphs against PyTorch (informative; judge accuracy with corel-eval):")
+            checks = verify(tmp, modules, decls, size, vocab.num_tokens, batch_sizes, float("inf"), log)
+        engines = {}
+        if engine == "tensorrt":
+            settings = engine_settings or EngineSettings(fp16=precision == "fp16")
+            log(f"building TensorRT engines (batch {settings.min_batch}-{settings.max_batch}, opt {settings.opt_batch})")
+            engines = add_engines(tmp, settings)
         manifest = BundleManifest(
             method=method, vocabulary=vocab.labels, preprocess=cfg.preprocess, graphs=specs,
             decoding=DecodingSpec(vocab.start_id, vocab.stop_id, cfg.decode.max_len, cfg.decode.beam_width,
                                   cfg.decode.forbid_repeat, cfg.decode.length_penalty) if model.is_sequence else None,
             scoring=None if model.is_sequence else ScoringSpec(tuple(cfg.thresholds or [0.5] * len(vocab))),
-            opset=opset, versions=_versions(),
-            files={s.file: sha256_file(tmp / s.file) for s in specs.values()},
+            precision=precision, opset=opset, versions=_versions(),
+            files={**{s.file: sha256_file(tmp / s.file) for s in specs.values()},
+                   **{e["file"]: sha256_file(tmp / e["file"]) for e in engines.values()}},
+            engines=engines,
             source={"checkpoint": checkpoint.name, "checkpoint_sha256": sha256_file(checkpoint),
                     "backbone": cfg.model.backbone, "metrics": cfg.metrics.get("test", {})})
         (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
@@ -112,6 +137,45 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path | None = None, ops
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out, manifest, checks
+
+
+def _lower_precision(tmp: Path, decls: dict[str, GraphDecl], precision: str, cfg, calibration: str | Path | None,
+                     log: Callable[[str], None]) -> None:
+    """Replace the fp32 graphs in ``tmp`` with their int8 or fp16 forms."""
+    for name in decls:
+        src = tmp / f"{name}.onnx"
+        dst = tmp / f"{name}.{precision}.onnx"
+        if precision == "fp16":
+            convert_fp16(src, dst)
+        elif name == "encoder":
+            images = _calibration_images(cfg, calibration)
+            log(f"calibrating the int8 encoder on {len(images)} images")
+            quantize_static_int8(src, dst, images)
+        else:
+            quantize_dynamic_int8(src, dst)
+        os.replace(dst, src)
+    for leftover in tmp.glob("*.data"):
+        leftover.unlink()
+
+
+def _calibration_images(cfg, calibration: str | Path | None) -> np.ndarray:
+    """Photos from ``--calibration`` (files, folders, lists), else a sample of the checkpoint's training images."""
+    from runtime.dataset import CorelDataset
+    from runtime.inputs import collect_paths
+    from runtime.preprocessing import PreprocessConfig
+
+    preprocess = PreprocessConfig.from_dict(cfg.preprocess)
+    if calibration is not None:
+        paths = collect_paths([calibration])
+    else:
+        data_dir = cfg.data.get("dir")
+        if not data_dir or not Path(data_dir).is_dir():
+            raise ValueError(f"int8 calibration needs photos: the training data {data_dir!r} is not here; "
+                             "pass --calibration DIR")
+        paths = [s.path for s in CorelDataset(data_dir).read("train").samples]
+    if not paths:
+        raise ValueError(f"{calibration}: no calibration images found")
+    return calibration_images(paths, preprocess)
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:

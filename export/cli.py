@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -18,6 +19,15 @@ def main(
     opset: int = typer.Option(17, help="ONNX opset."),
     tolerance: float = typer.Option(1e-4, help="Largest allowed |ONNX - PyTorch| on any graph output."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle directory."),
+    precision: str = typer.Option("fp32", help="fp32, fp16 (float16 weights and arithmetic, float32 inputs and "
+                                  "outputs), or int8 (static QDQ encoder calibrated on photos, dynamic int8 decoder step)."),
+    calibration: Optional[Path] = typer.Option(None, help="int8: calibration photos (folder, files or list); "
+                                               "default: a sample of 64 of the checkpoint's training images."),
+    engine: Optional[str] = typer.Option(None, help="'tensorrt': also build TensorRT engines into the bundle "
+                                         "(needs an NVIDIA GPU and the [gpu] extra); run them with --device tensorrt."),
+    min_batch: int = typer.Option(1, help="TensorRT profile: smallest batch."),
+    opt_batch: int = typer.Option(8, help="TensorRT profile: batch to optimise for."),
+    max_batch: int = typer.Option(32, help="TensorRT profile: largest batch."),
 ) -> None:
     """Export the encoder (and, for recurrent methods, one decoder step) to ONNX, check each graph with
     onnx.checker, compare every output with PyTorch at batch sizes 1 and 5 (traced at 2), and write
@@ -26,14 +36,19 @@ def main(
     Exit codes: 0 exported, 2 bad input or parity failure (nothing is written), 1 unexpected failure.
     """
     from .bundle import export_bundle
+    from .tensorrt import EngineSettings
 
     try:
         path, manifest, _ = export_bundle(checkpoint, out, opset=opset, tolerance=tolerance, force=force,
-                                          log=lambda m: console.print(m, highlight=False))
+                                          precision=precision, calibration=calibration, engine=engine,
+                                          engine_settings=EngineSettings(min_batch, opt_batch, max_batch,
+                                                                         fp16=precision == "fp16"),
+                                          log=lambda m: console.print(m, highlight=False, markup=False))
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2)
-    console.print(f"wrote {path} ({manifest.method}, graphs: {', '.join(manifest.graphs)})", highlight=False)
+    console.print(f"wrote {path} ({manifest.method}, {manifest.precision}, graphs: {', '.join(manifest.graphs)})",
+                  highlight=False, markup=False)
 
 
 if __name__ == "__main__":

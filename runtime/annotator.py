@@ -41,11 +41,20 @@ class Annotator:
 
     @classmethod
     def load(cls, bundle: str | Path, device: str = "cpu", threads: int = 0) -> "Annotator":
-        """Verify the bundle (sha256 of every file, paths inside the bundle, graph interfaces), then open sessions."""
+        """Verify the bundle (sha256 of every file, paths inside the bundle, graph interfaces), then open sessions.
+
+        ``device="tensorrt"`` runs the bundle's TensorRT engines when it has them, else onnxruntime's
+        TensorRT provider; a provider that is not installed falls back to the CPU with a message."""
         bundle = Path(bundle)
         manifest = load_manifest(bundle, verify=True)
-        sessions = {name: create_session(safe_member(bundle, spec.file), spec, device, threads)
-                    for name, spec in manifest.graphs.items()}
+        if device == "tensorrt" and manifest.engines:
+            from .tensorrt_engine import TensorRTSession
+
+            sessions = {name: TensorRTSession(safe_member(bundle, manifest.engines[name]["file"]))
+                        for name in manifest.graphs}
+        else:
+            sessions = {name: create_session(safe_member(bundle, spec.file), spec, device, threads)
+                        for name, spec in manifest.graphs.items()}
         return cls(bundle, manifest, sessions, device)
 
     @property

@@ -9,6 +9,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 console = Console(stderr=True, soft_wrap=True)
@@ -34,7 +35,7 @@ def _progress(total: int, enabled: bool) -> Progress:
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     raise typer.Exit(2)
 
 
@@ -85,7 +86,7 @@ def infer(
                     failures += 1
                     writer.write({"image": str(path), "status": "error", "error": reason})
                     if strict:
-                        console.print(f"[red]error:[/red] {reason}", highlight=False)
+                        console.print(f"[red]error:[/red] {escape(reason)}", highlight=False)
                         raise typer.Exit(1)
                 if batch.array is not None:
                     results = annotator.annotate_batch(batch.array, keep_alphas=attention_maps is not None, **options)
@@ -100,7 +101,7 @@ def infer(
             stream.close()
     console.print(f"{len(files) - failures}/{len(files)} images annotated"
                   + (f", {failures} failed" if failures else "") + (f"; results in {output}" if output else ""),
-                  highlight=False)
+                  highlight=False, markup=False)
     raise typer.Exit(1 if failures else 0)
 
 

@@ -89,6 +89,7 @@ class BundleManifest:
     versions: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
+    engines: dict[str, dict[str, Any]] = field(default_factory=dict)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -127,7 +128,8 @@ class BundleManifest:
                 if data.get("scoring") else None,
                 precision=str(data.get("precision", "fp32")), opset=int(data.get("opset", 17)),
                 versions=dict(data.get("versions", {})), files={str(k): str(v) for k, v in data.get("files", {}).items()},
-                source=dict(data.get("source", {})))
+                source=dict(data.get("source", {})),
+                engines={str(k): dict(v) for k, v in data.get("engines", {}).items()})
             manifest.vocab()
             manifest.preprocess_config()
         except (KeyError, TypeError, ValueError) as exc:
@@ -170,7 +172,7 @@ def load_manifest(bundle: str | Path, verify: bool = True) -> BundleManifest:
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: unreadable manifest ({exc})") from exc
     manifest = BundleManifest.from_dict(data, str(path))
-    needed = {g.file for g in manifest.graphs.values()}
+    needed = {g.file for g in manifest.graphs.values()} | {str(e.get("file")) for e in manifest.engines.values()}
     missing_hash = needed - set(manifest.files)
     if missing_hash:
         raise ValueError(f"{path}: no sha256 recorded for {sorted(missing_hash)[0]}")

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .config import DecodeConfig, ModelConfig, SequenceConfig, TrainConfig
 
@@ -128,12 +129,12 @@ def main(
                                 workers=workers, strict_data=strict_data, glove_path=str(glove) if glove else "",
                                 grad_clip=grad_clip)
         result = train(data, out, model_cfg, seq_cfg, decode_cfg, train_cfg, cache_dir=cache_dir, resume=resume,
-                       log=console.print, show_progress=progress and sys.stderr.isatty())
+                       log=lambda m: console.print(m, highlight=False, markup=False), show_progress=progress and sys.stderr.isatty())
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2)
     console.print(f"wrote {out} (best epoch {result.metrics.get('best_epoch')}, "
-                  f"{result.metrics.get('train_seconds', 0):.1f}s)", highlight=False)
+                  f"{result.metrics.get('train_seconds', 0):.1f}s)", highlight=False, markup=False)
 
 
 if __name__ == "__main__":

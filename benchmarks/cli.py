@@ -1,0 +1,145 @@
+"""``corel-bench``: measure latency (and, later, accuracy) side by side, with the hardware limit next to it."""
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+console = Console(stderr=True, soft_wrap=True)
+app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=False)
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of integers") from None
+    if not values or min(values) < 1:
+        raise typer.BadParameter("values must be positive integers")
+    return values
+
+
+def _default_model(out_dir: Path, data: Optional[Path], method: str, epochs: int) -> tuple[Path, Path]:
+    """Train ``method`` on ``data`` (or on a synthetic dataset made in ``out_dir``) with cached features."""
+    from training.config import DecodeConfig, ModelConfig, SequenceConfig, TrainConfig
+    from training.synth import SynthConfig, generate
+    from training.trainer import train
+
+    if data is None:
+        data = out_dir / "synthetic-data"
+        generate(data, SynthConfig(images=500, labels=12, image_size=160, seed=0))
+    checkpoint = out_dir / f"{method}.ckpt"
+    if not checkpoint.exists():
+        console.print(f"training {method} on {data} ({epochs} epochs, frozen backbone)", highlight=False, markup=False)
+        train(data, checkpoint, ModelConfig(method=method, num_labels=0), SequenceConfig(), DecodeConfig(),
+              TrainConfig(epochs=epochs), cache_dir=out_dir / "feature-cache", log=lambda _m: None,
+              show_progress=False)
+    return checkpoint, data
+
+
+@app.command("latency")
+def latency(
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint to measure (default: train one on --data)."),
+    data: Optional[Path] = typer.Option(None, help="Corel-layout directory: photos come from its test split "
+                                        "(default: a synthetic dataset made in --out-dir)."),
+    method: str = typer.Option("attention", help="Method trained when no --checkpoint is given."),
+    epochs: int = typer.Option(10, help="Epochs for that training."),
+    out_dir: Path = typer.Option(Path("bench-out"), help="Bundles, results (latency.json/.md/.png) and scratch files."),
+    batch_sizes: str = typer.Option("1,8,32", help="Comma-separated batch sizes."),
+    beams: str = typer.Option("1,3,10", help="Comma-separated beam widths for end-to-end timing (1 = greedy)."),
+    precisions: str = typer.Option("fp32,fp16,int8", help="Bundles to build and measure."),
+    images: int = typer.Option(64, help="Photos used for timing and for the corel-infer throughput run."),
+    repeats: int = typer.Option(10, help="Timed runs per measurement (after warm-up)."),
+    warmup: int = typer.Option(3, help="Untimed runs before each measurement."),
+    threads: int = typer.Option(0, help="onnxruntime and PyTorch threads (0: their defaults)."),
+    torch_eager: bool = typer.Option(True, "--torch/--no-torch", help="Include the PyTorch eager rows."),
+    accuracy: bool = typer.Option(True, "--accuracy/--no-accuracy", help="corel-eval every bundle on the test split."),
+) -> None:
+    """One run: PyTorch eager, the runtime on fp32/fp16/int8 bundles and TensorRT where installed; encoder,
+    decoder step and end-to-end (JPEG bytes to labels; greedy, beam 3, beam 10) latency at each batch size;
+    the encoder's FLOPs against the measured float32 matmul peak; corel-infer throughput."""
+    import torch
+
+    from export.bundle import export_bundle
+    from runtime.dataset import CorelDataset
+    from runtime.evaluation import evaluate_bundle
+    from runtime.preprocessing import PreprocessConfig
+
+    from .flops import graph_flops, matmul_peak
+    from .latency import RuntimeVariant, TorchVariant, bench_variant, cpu_count, decode_jpeg, infer_throughput
+    from .report import write
+    from .tensorrt_rows import tensorrt_rows
+
+    batch_list, beam_list = _ints(batch_sizes), _ints(beams)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if checkpoint is None:
+            checkpoint, data = _default_model(out_dir, data, method, epochs)
+        from training.checkpoint import load_checkpoint
+
+        cfg, _ = load_checkpoint(checkpoint)
+        data = data or Path(cfg.data.get("dir", ""))
+        samples = CorelDataset(data).read("test" if CorelDataset(data).has_split("test") else "train").samples
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2)
+    paths = [s.path for s in samples[:images]]
+    jpegs = [p.read_bytes() for p in paths]
+    preprocess = PreprocessConfig.from_dict(cfg.preprocess)
+    arrays = __import__("numpy").stack([decode_jpeg(j, preprocess) for j in jpegs])
+    bundles = {}
+    for precision in [p.strip() for p in precisions.split(",") if p.strip()]:
+        target = out_dir / f"{checkpoint.stem}.{precision}.bundle"
+        console.print(f"exporting {precision} bundle {target}", highlight=False, markup=False)
+        export_bundle(checkpoint, target, precision=precision, force=True, log=lambda _m: None)
+        bundles[precision] = target
+    torch.set_num_threads(threads or torch.get_num_threads())
+    console.print("measuring the float32 matmul peak", highlight=False, markup=False)
+    hardware = matmul_peak(threads)
+    result = {"checkpoint": str(checkpoint), "method": cfg.model.method, "backbone": cfg.model.backbone,
+              "image_size": preprocess.image_size, "cpu_count": cpu_count(), "threads": threads,
+              "torch_threads": torch.get_num_threads(), "hardware": hardware,
+              "encoder_gflops": graph_flops(bundles.get("fp32") and bundles["fp32"] / "encoder.onnx"
+                                            or next(iter(bundles.values())) / "encoder.onnx") / 1e9,
+              "rows": [], "command": "corel-bench latency " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else ""}
+    log = lambda m: console.print(m, highlight=False, markup=False)
+    variants = []
+    if torch_eager:
+        variants.append(TorchVariant(checkpoint, threads))
+    variants += [RuntimeVariant(f"runtime-{p}", b, threads=threads) for p, b in bundles.items()]
+    for variant in variants:
+        result["rows"] += [r.to_dict() for r in bench_variant(variant, arrays, jpegs, batch_list, beam_list, repeats,
+                                                              warmup, threads, log)]
+    result["rows"] += tensorrt_rows(checkpoint, out_dir, arrays, jpegs, batch_list, beam_list, repeats, warmup, log)
+    if "fp32" in bundles:
+        fp32_rows = [r for r in result["rows"] if r["variant"] == "runtime-fp32"]
+        best = min(fp32_rows, key=lambda r: r["encoder_ms"]["median"])
+        folder = out_dir / "infer-images"
+        folder.mkdir(exist_ok=True)
+        for p, j in zip(paths, jpegs):
+            (folder / p.name).write_bytes(j)
+        inf = infer_throughput(bundles["fp32"], folder, best["batch"], threads)
+        inf["encoder_bound_images_per_second"] = 1000.0 / best["encoder_ms"]["median"]
+        inf["fraction_of_encoder_bound"] = inf["images_per_second"] / inf["encoder_bound_images_per_second"]
+        result["infer"] = inf
+    if accuracy:
+        from runtime.annotator import Annotator
+
+        result["accuracy"] = {name: evaluate_bundle(Annotator.load(b, threads=threads), data).metrics.to_dict()
+                              for name, b in bundles.items()}
+    for path in write(result, out_dir):
+        console.print(f"wrote {path}", highlight=False, markup=False)
+
+
+@app.callback()
+def main() -> None:
+    """Benchmarks of corel-annotate: `corel-bench latency` measures speed side by side."""
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,206 @@
+"""Latency of every way to run one checkpoint, side by side on the same photos.
+
+Variants: PyTorch eager (the reference path), and the runtime on fp32, fp16 and int8
+bundles (and TensorRT where it is installed).  For each variant and batch size:
+encoder latency, decoder-step latency (recurrent methods), and end to end from JPEG
+bytes to labels with greedy, beam 3 and beam 10 decoding.  Medians and spread over
+repeated runs after warm-up; thread counts recorded.
+"""
+from __future__ import annotations
+
+import io
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from runtime.annotator import Annotator
+from runtime.preprocessing import PreprocessConfig, preprocess, to_rgb
+
+
+@dataclass
+class Timing:
+    """Seconds per call: median and the 10th/90th percentiles over ``n`` runs."""
+
+    median: float
+    p10: float
+    p90: float
+    n: int
+
+    @classmethod
+    def of(cls, samples: Sequence[float]) -> "Timing":
+        ordered = sorted(samples)
+        pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return cls(statistics.median(ordered), pick(0.1), pick(0.9), len(ordered))
+
+
+def measure(fn: Callable[[], object], repeats: int, warmup: int, min_seconds: float = 0.0) -> Timing:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    deadline = time.perf_counter() + min_seconds
+    while len(samples) < repeats or time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+        if len(samples) >= 10 * repeats:
+            break
+    return Timing.of(samples)
+
+
+def decode_jpeg(data: bytes, config: PreprocessConfig) -> np.ndarray:
+    """JPEG bytes to the model input, the same steps ``corel-infer`` takes for a file."""
+    from PIL import ImageOps
+
+    with Image.open(io.BytesIO(data)) as img:
+        return preprocess(to_rgb(ImageOps.exif_transpose(img)), config)
+
+
+@dataclass
+class Row:
+    variant: str
+    batch: int
+    threads: int
+    encoder_ms: Timing | None = None
+    step_ms: Timing | None = None
+    end_to_end_ms: dict[str, Timing] = field(default_factory=dict)
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class RuntimeVariant:
+    """One bundle through the runtime."""
+
+    def __init__(self, name: str, bundle: Path, device: str = "cpu", threads: int = 0) -> None:
+        self.name = name
+        self.annotator = Annotator.load(bundle, device=device, threads=threads)
+        self.config = self.annotator.preprocess_config
+        self.is_sequence = self.annotator.manifest.is_sequence
+
+    def encoder(self, batch: np.ndarray) -> Callable[[], object]:
+        return lambda: self.annotator.encode(batch)
+
+    def step(self, batch: np.ndarray) -> Callable[[], object] | None:
+        if not self.is_sequence:
+            return None
+        encoded = self.annotator.encode(batch)
+        names = self.annotator.manifest.graphs["decoder_step"].input_names()[1:]
+        state = {n: encoded[n] for n in names}
+        tokens = np.full(batch.shape[0], self.annotator.vocabulary.start_id, dtype=np.int64)
+        return lambda: self.annotator.step(tokens, state)
+
+    def end_to_end(self, jpegs: list[bytes], beam: int) -> Callable[[], object]:
+        def run():
+            batch = np.stack([decode_jpeg(j, self.config) for j in jpegs])
+            if self.is_sequence:
+                return self.annotator.annotate_batch(batch, beam_width=beam)
+            return self.annotator.annotate_batch(batch)
+        return run
+
+
+class TorchVariant:
+    """The checkpoint in PyTorch eager mode with the reference decoders."""
+
+    def __init__(self, checkpoint: Path, threads: int = 0) -> None:
+        import torch
+
+        from training.checkpoint import model_from_checkpoint
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.name = "pytorch-eager"
+        self.model, self.cfg = model_from_checkpoint(checkpoint)
+        self.config = PreprocessConfig.from_dict(self.cfg.preprocess)
+        self.is_sequence = self.model.is_sequence
+
+    def encoder(self, batch: np.ndarray) -> Callable[[], object]:
+        x = self.torch.from_numpy(batch)
+
+        def run():
+            with self.torch.no_grad():
+                feats = self.model.features(x)
+                return self.model.init_state(feats) if self.is_sequence else self.model.logits(feats)
+        return run
+
+    def step(self, batch: np.ndarray) -> Callable[[], object] | None:
+        if not self.is_sequence:
+            return None
+        with self.torch.no_grad():
+            state = self.model.init_state(self.model.features(self.torch.from_numpy(batch)))
+        tokens = self.torch.full((batch.shape[0],), self.cfg.model.num_labels + 1, dtype=self.torch.long)
+
+        def run():
+            with self.torch.no_grad():
+                return self.model.step(tokens, state)
+        return run
+
+    def end_to_end(self, jpegs: list[bytes], beam: int) -> Callable[[], object]:
+        from training.config import DecodeConfig
+        from training.evaluation import predict_images
+
+        decode_config = DecodeConfig(beam_width=beam, max_len=self.cfg.decode.max_len,
+                                     forbid_repeat=self.cfg.decode.forbid_repeat)
+
+        def run():
+            batch = np.stack([decode_jpeg(j, self.config) for j in jpegs])
+            return predict_images(self.model, batch, decode_config, self.cfg.thresholds)
+        return run
+
+
+def bench_variant(variant, images: np.ndarray, jpegs: list[bytes], batch_sizes: Sequence[int], beams: Sequence[int],
+                  repeats: int, warmup: int, threads: int, log: Callable[[str], None]) -> list[Row]:
+    """Every measurement for one variant; per-image figures are per-call figures divided by the batch."""
+    rows = []
+    for b in batch_sizes:
+        batch = images[np.arange(b) % len(images)]
+        chunk = [jpegs[i % len(jpegs)] for i in range(b)]
+        row = Row(variant.name, b, threads)
+        row.encoder_ms = _per_image(measure(variant.encoder(batch), repeats, warmup, 1.0), b)
+        step = variant.step(batch)
+        if step is not None:
+            row.step_ms = _scale(measure(step, repeats * 3, warmup, 0.5), 1000.0)
+        for beam in (beams if variant.is_sequence else (1,)):
+            key = "greedy" if beam == 1 else f"beam{beam}"
+            row.end_to_end_ms[key] = _per_image(measure(variant.end_to_end(chunk, beam), repeats, warmup, 1.0), b)
+        log(f"  {variant.name:14s} batch {b:3d}: encoder {row.encoder_ms.median:7.2f} ms/img"
+            + (f", step {row.step_ms.median:6.3f} ms" if row.step_ms else "")
+            + "".join(f", {k} {t.median:7.2f} ms/img" for k, t in row.end_to_end_ms.items()))
+        rows.append(row)
+    return rows
+
+
+def _scale(t: Timing, factor: float) -> Timing:
+    return Timing(t.median * factor, t.p10 * factor, t.p90 * factor, t.n)
+
+
+def _per_image(t: Timing, batch: int) -> Timing:
+    return _scale(t, 1000.0 / batch)
+
+
+def infer_throughput(bundle: Path, folder: Path, batch_size: int, threads: int) -> dict:
+    """Images per second of the ``corel-infer`` pipeline (prefetching decode threads + batched runtime) over a folder."""
+    from runtime.inputs import collect_paths, prefetch_batches
+
+    annotator = Annotator.load(bundle, threads=threads)
+    paths = collect_paths([folder])
+    for batch in prefetch_batches(paths[:batch_size], annotator.preprocess_config, batch_size):
+        annotator.annotate_batch(batch.array)
+    started = time.perf_counter()
+    count = 0
+    for batch in prefetch_batches(paths, annotator.preprocess_config, batch_size):
+        annotator.annotate_batch(batch.array)
+        count += len(batch.paths)
+    seconds = time.perf_counter() - started
+    return {"images": count, "seconds": seconds, "images_per_second": count / seconds, "batch_size": batch_size}
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -1,0 +1,84 @@
+"""Benchmark results as JSON, a Markdown table and a PNG chart."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _fmt(t: dict | None, digits: int = 2) -> str:
+    if not t:
+        return "–"
+    return f"{t['median']:.{digits}f} ({t['p10']:.{digits}f}–{t['p90']:.{digits}f})"
+
+
+def markdown(result: dict) -> str:
+    """The latency table: per image figures in ms, median (p10–p90)."""
+    hw = result["hardware"]
+    lines = [
+        f"Checkpoint `{result['checkpoint']}` ({result['method']}, {result['backbone']}, {result['image_size']} px); "
+        f"{result['cpu_count']} CPU cores, runtime threads {result['threads'] or 'default'}, "
+        f"PyTorch threads {result['torch_threads']}.",
+        f"Encoder: {result['encoder_gflops']:.3f} GFLOP per image. Measured float32 matmul peak: "
+        f"{hw['peak_gflops']:.1f} GFLOP/s (numpy {hw['numpy_gflops']:.1f}, onnxruntime {hw['onnxruntime_gflops']:.1f}).",
+        "",
+        "| variant | batch | encoder ms/img | encoder GFLOP/s (% of peak) | decoder step ms | greedy ms/img | beam 3 ms/img | beam 10 ms/img |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in result["rows"]:
+        if row.get("note"):
+            lines.append(f"| {row['variant']} | {row['batch'] or '–'} | {row['note']} | | | | | |")
+            continue
+        enc = row["encoder_ms"]
+        rate = result["encoder_gflops"] / (enc["median"] / 1000.0)
+        e2e = row["end_to_end_ms"]
+        lines.append(f"| {row['variant']} | {row['batch']} | {_fmt(enc)} | {rate:.1f} ({100 * rate / hw['peak_gflops']:.0f}%) "
+                     f"| {_fmt(row.get('step_ms'), 3)} | {_fmt(e2e.get('greedy'))} | {_fmt(e2e.get('beam3'))} "
+                     f"| {_fmt(e2e.get('beam10'))} |")
+    if result.get("infer"):
+        inf = result["infer"]
+        lines += ["", f"`corel-infer` pipeline over {inf['images']} JPEG files (fp32, batch {inf['batch_size']}): "
+                      f"{inf['images_per_second']:.1f} images/s = {100 * inf['fraction_of_encoder_bound']:.0f}% of "
+                      f"1 / encoder latency at the best batch ({inf['encoder_bound_images_per_second']:.1f} images/s)."]
+    if result.get("accuracy"):
+        lines += ["", "| bundle | per-class F1 | per-image F1 | N+ |", "| --- | ---: | ---: | ---: |"]
+        for name, m in result["accuracy"].items():
+            lines.append(f"| {name} | {m['per_class/f1']:.4f} | {m['per_image/f1']:.4f} | {m['N+']} |")
+    lines += ["", f"Command: `{result['command']}`"]
+    return "\n".join(lines) + "\n"
+
+
+def chart(result: dict, path: Path) -> None:
+    """Grouped bars: greedy end-to-end ms per image by variant, one group per batch size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["rows"] if not r.get("note")]
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    batches = sorted({r["batch"] for r in rows})
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    width = 0.8 / max(1, len(variants))
+    for i, variant in enumerate(variants):
+        values = []
+        for b in batches:
+            match = [r for r in rows if r["variant"] == variant and r["batch"] == b]
+            values.append(match[0]["end_to_end_ms"]["greedy"]["median"] if match else 0.0)
+        ax.bar([x + i * width for x in range(len(batches))], values, width, label=variant)
+    ax.set_xticks([x + width * (len(variants) - 1) / 2 for x in range(len(batches))])
+    ax.set_xticklabels([f"batch {b}" for b in batches])
+    ax.set_ylabel("ms per image, JPEG to labels (greedy)")
+    ax.set_title(f"{result['method']} on {result['cpu_count']} CPU cores: lower is better")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(result: dict, out_dir: Path, stem: str = "latency") -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md", out_dir / f"{stem}.png"]
+    paths[0].write_text(json.dumps(result, indent=1))
+    paths[1].write_text(markdown(result))
+    chart(result, paths[2])
+    return paths

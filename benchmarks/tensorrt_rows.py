@@ -1,0 +1,31 @@
+"""TensorRT rows for ``corel-bench``: measured where TensorRT and a GPU exist, explained where not."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+def tensorrt_rows(checkpoint: Path, out_dir: Path, images: np.ndarray, jpegs: list[bytes], batch_sizes: Sequence[int],
+                  beams: Sequence[int], repeats: int, warmup: int, log: Callable[[str], None]) -> list[dict]:
+    from export.bundle import export_bundle
+    from export.tensorrt import EngineSettings
+
+    from .latency import RuntimeVariant, bench_variant
+
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        note = "TensorRT is not installed on this machine (pip install 'corel-annotate[gpu]' on an NVIDIA GPU machine)"
+        log(f"  tensorrt: {note}")
+        return [{"variant": "tensorrt", "batch": 0, "threads": 0, "note": note}]
+    rows = []
+    for precision in ("fp32", "fp16"):
+        target = out_dir / f"{checkpoint.stem}.tensorrt-{precision}.bundle"
+        export_bundle(checkpoint, target, precision=precision, force=True, engine="tensorrt",
+                      engine_settings=EngineSettings(1, 8, max(batch_sizes), fp16=precision == "fp16"),
+                      log=lambda _m: None)
+        variant = RuntimeVariant(f"tensorrt-{precision}", target, device="tensorrt")
+        rows += [r.to_dict() for r in bench_variant(variant, images, jpegs, batch_sizes, beams, repeats, warmup, 0, log)]
+    return rows
