@@ -189,7 +189,7 @@ def infer_throughput(bundle: Path, folder: Path, batch_size: int, threads: int) 
     """Images per second of the ``corel-infer`` pipeline (prefetching decode threads + batched runtime) over a folder."""
     from runtime.inputs import collect_paths, prefetch_batches
 
-    annotator = Annotator.load(bundle, threads=threads)
+    annotator = Annotator.load(bundle, threads=threads, spinning=False)
     paths = collect_paths([folder])
     for batch in prefetch_batches(paths[:batch_size], annotator.preprocess_config, batch_size):
         annotator.annotate_batch(batch.array)

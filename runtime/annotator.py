@@ -40,7 +40,7 @@ class Annotator:
         self._encoder_outputs = manifest.graphs["encoder"].output_names()
 
     @classmethod
-    def load(cls, bundle: str | Path, device: str = "cpu", threads: int = 0) -> "Annotator":
+    def load(cls, bundle: str | Path, device: str = "cpu", threads: int = 0, spinning: bool = True) -> "Annotator":
         """Verify the bundle (sha256 of every file, paths inside the bundle, graph interfaces), then open sessions.
 
         ``device="tensorrt"`` runs the bundle's TensorRT engines when it has them, else onnxruntime's
@@ -53,7 +53,7 @@ class Annotator:
             sessions = {name: TensorRTSession(safe_member(bundle, manifest.engines[name]["file"]))
                         for name in manifest.graphs}
         else:
-            sessions = {name: create_session(safe_member(bundle, spec.file), spec, device, threads)
+            sessions = {name: create_session(safe_member(bundle, spec.file), spec, device, threads, spinning)
                         for name, spec in manifest.graphs.items()}
         return cls(bundle, manifest, sessions, device)
 

@@ -1,0 +1,81 @@
+"""int8 and fp16 bundles, and one small corel-bench run with its JSON, Markdown and PNG outputs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from benchmarks.cli import app as bench_app
+from benchmarks.flops import graph_flops
+from export.bundle import export_bundle
+from runtime.annotator import Annotator
+from runtime.evaluation import evaluate_bundle
+
+
+@pytest.fixture(scope="module")
+def lowered(bundles, tmp_path_factory):
+    root = tmp_path_factory.mktemp("lowered")
+    ckpt = bundles["attention"][0]
+    out = {p: export_bundle(ckpt, root / f"{p}.bundle", precision=p, log=lambda _m: None)[0] for p in ("int8", "fp16")}
+    out["fp32"] = bundles["attention"][1]
+    return out
+
+
+def op_types(path) -> set[str]:
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def test_int8_bundle_is_quantised_and_close_to_fp32(lowered, synth_data):
+    encoder_ops = op_types(lowered["int8"] / "encoder.onnx")
+    assert {"QuantizeLinear", "DequantizeLinear"} <= encoder_ops
+    assert "DynamicQuantizeLinear" in op_types(lowered["int8"] / "decoder_step.onnx")
+    manifest = json.loads((lowered["int8"] / "manifest.json").read_text())
+    assert manifest["precision"] == "int8"
+    fp32 = evaluate_bundle(Annotator.load(lowered["fp32"]), synth_data)
+    int8 = evaluate_bundle(Annotator.load(lowered["int8"]), synth_data)
+    agree = np.mean([set(a.label_ids) == set(b.label_ids) for a, b in zip(fp32.annotations, int8.annotations)])
+    assert agree > 0.7
+    assert int8.metrics.per_class_f1 > fp32.metrics.per_class_f1 - 0.1
+
+
+def test_fp16_bundle_keeps_float32_interface(lowered, synth_data):
+    model = onnx.load(str(lowered["fp16"] / "encoder.onnx"))
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    fp32 = evaluate_bundle(Annotator.load(lowered["fp32"]), synth_data)
+    fp16 = evaluate_bundle(Annotator.load(lowered["fp16"]), synth_data)
+    agree = np.mean([set(a.label_ids) == set(b.label_ids) for a, b in zip(fp32.annotations, fp16.annotations)])
+    assert agree > 0.95
+
+
+def test_encoder_flops_match_a_hand_count_for_a_known_layer(bundles):
+    flops = graph_flops(bundles["cnn"][1] / "encoder.onnx", batch=1)
+    flops2 = graph_flops(bundles["cnn"][1] / "encoder.onnx", batch=2)
+    assert flops2 == pytest.approx(2 * flops)
+    stem = 2 * 64 * 64 * 32 * 3 * 3 * 3
+    assert flops > stem * 10
+
+
+def test_corel_bench_latency_writes_table_chart_and_json(bundles, synth_data, tmp_path):
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(bench_app, ["latency", "--checkpoint", str(bundles["attention"][0]), "--data",
+                                            str(synth_data), "--out-dir", str(out), "--batch-sizes", "1,2",
+                                            "--beams", "1,3", "--precisions", "fp32,int8", "--images", "6",
+                                            "--repeats", "2", "--warmup", "1"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "latency.json").read_text())
+    measured = {(r["variant"], r["batch"]) for r in data["rows"] if not r.get("note")}
+    assert measured == {(v, b) for v in ("pytorch-eager", "runtime-fp32", "runtime-int8") for b in (1, 2)}
+    assert any(r["variant"] == "tensorrt" for r in data["rows"])
+    for row in data["rows"]:
+        if not row.get("note"):
+            assert set(row["end_to_end_ms"]) == {"greedy", "beam3"}
+            assert 0 < row["encoder_ms"]["p10"] <= row["encoder_ms"]["median"] <= row["encoder_ms"]["p90"]
+    assert data["hardware"]["peak_gflops"] > 0 and data["encoder_gflops"] > 0
+    assert 0 < data["infer"]["fraction_of_encoder_bound"]
+    table = (out / "latency.md").read_text()
+    assert "| runtime-int8 | 2 |" in table and "% of peak" in table
+    assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
