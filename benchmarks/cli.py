@@ -54,8 +54,9 @@ def latency(
     beams: str = typer.Option("1,3,10", help="Comma-separated beam widths for end-to-end timing (1 = greedy)."),
     precisions: str = typer.Option("fp32,fp16,int8", help="Bundles to build and measure."),
     images: int = typer.Option(64, help="Photos used for timing and for the corel-infer throughput run."),
-    repeats: int = typer.Option(10, help="Timed runs per measurement (after warm-up)."),
-    warmup: int = typer.Option(3, help="Untimed runs before each measurement."),
+    repeats: int = typer.Option(5, help="Timed runs per measurement and round."),
+    warmup: int = typer.Option(2, help="Untimed runs before each measurement in each round."),
+    rounds: int = typer.Option(3, help="Rounds; each times every variant in turn, so machine noise falls on all alike."),
     threads: int = typer.Option(0, help="onnxruntime and PyTorch threads (0: their defaults)."),
     torch_eager: bool = typer.Option(True, "--torch/--no-torch", help="Include the PyTorch eager rows."),
     accuracy: bool = typer.Option(True, "--accuracy/--no-accuracy", help="corel-eval every bundle on the test split."),
@@ -71,7 +72,7 @@ def latency(
     from runtime.preprocessing import PreprocessConfig
 
     from .flops import graph_flops, matmul_peak
-    from .latency import RuntimeVariant, TorchVariant, bench_variant, cpu_count, decode_jpeg, infer_throughput
+    from .latency import RuntimeVariant, TorchVariant, bench_variants, cpu_count, decode_jpeg, infer_throughput
     from .report import write
     from .tensorrt_rows import tensorrt_rows
 
@@ -112,17 +113,18 @@ def latency(
     if torch_eager:
         variants.append(TorchVariant(checkpoint, threads))
     variants += [RuntimeVariant(f"runtime-{p}", b, threads=threads) for p, b in bundles.items()]
-    for variant in variants:
-        result["rows"] += [r.to_dict() for r in bench_variant(variant, arrays, jpegs, batch_list, beam_list, repeats,
-                                                              warmup, threads, log)]
+    result["rows"] += [r.to_dict() for r in bench_variants(variants, arrays, jpegs, batch_list, beam_list, repeats,
+                                                           warmup, threads, log, rounds)]
     result["rows"] += tensorrt_rows(checkpoint, out_dir, arrays, jpegs, batch_list, beam_list, repeats, warmup, log)
     if "fp32" in bundles:
         fp32_rows = [r for r in result["rows"] if r["variant"] == "runtime-fp32"]
         best = min(fp32_rows, key=lambda r: r["encoder_ms"]["median"])
         folder = out_dir / "infer-images"
         folder.mkdir(exist_ok=True)
-        for p, j in zip(paths, jpegs):
-            (folder / p.name).write_bytes(j)
+        copies = max(1, -(-8 * best["batch"] // len(jpegs)))
+        for k in range(copies):
+            for p, j in zip(paths, jpegs):
+                (folder / f"{k}_{p.name}").write_bytes(j)
         inf = infer_throughput(bundles["fp32"], folder, best["batch"], threads)
         inf["encoder_bound_images_per_second"] = 1000.0 / best["encoder_ms"]["median"]
         inf["fraction_of_encoder_bound"] = inf["images_per_second"] / inf["encoder_bound_images_per_second"]

@@ -39,20 +39,6 @@ class Timing:
         return cls(statistics.median(ordered), pick(0.1), pick(0.9), len(ordered))
 
 
-def measure(fn: Callable[[], object], repeats: int, warmup: int, min_seconds: float = 0.0) -> Timing:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    deadline = time.perf_counter() + min_seconds
-    while len(samples) < repeats or time.perf_counter() < deadline:
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-        if len(samples) >= 10 * repeats:
-            break
-    return Timing.of(samples)
-
-
 def decode_jpeg(data: bytes, config: PreprocessConfig) -> np.ndarray:
     """JPEG bytes to the model input, the same steps ``corel-infer`` takes for a file."""
     from PIL import ImageOps
@@ -155,25 +141,45 @@ class TorchVariant:
         return run
 
 
-def bench_variant(variant, images: np.ndarray, jpegs: list[bytes], batch_sizes: Sequence[int], beams: Sequence[int],
-                  repeats: int, warmup: int, threads: int, log: Callable[[str], None]) -> list[Row]:
-    """Every measurement for one variant; per-image figures are per-call figures divided by the batch."""
+def bench_variants(variants: list, images: np.ndarray, jpegs: list[bytes], batch_sizes: Sequence[int],
+                   beams: Sequence[int], repeats: int, warmup: int, threads: int, log: Callable[[str], None],
+                   rounds: int = 3) -> list[Row]:
+    """Every measurement for every variant, interleaved: each round times each variant in turn
+    (``warmup`` untimed calls, then ``repeats`` timed ones), so a slow spell of the machine falls on
+    all variants alike.  Per-image figures are per-call figures divided by the batch."""
     rows = []
     for b in batch_sizes:
         batch = images[np.arange(b) % len(images)]
         chunk = [jpegs[i % len(jpegs)] for i in range(b)]
-        row = Row(variant.name, b, threads)
-        row.encoder_ms = _per_image(measure(variant.encoder(batch), repeats, warmup, 1.0), b)
-        step = variant.step(batch)
-        if step is not None:
-            row.step_ms = _scale(measure(step, repeats * 3, warmup, 0.5), 1000.0)
-        for beam in (beams if variant.is_sequence else (1,)):
-            key = "greedy" if beam == 1 else f"beam{beam}"
-            row.end_to_end_ms[key] = _per_image(measure(variant.end_to_end(chunk, beam), repeats, warmup, 1.0), b)
-        log(f"  {variant.name:14s} batch {b:3d}: encoder {row.encoder_ms.median:7.2f} ms/img"
-            + (f", step {row.step_ms.median:6.3f} ms" if row.step_ms else "")
-            + "".join(f", {k} {t.median:7.2f} ms/img" for k, t in row.end_to_end_ms.items()))
-        rows.append(row)
+        jobs: dict[tuple[str, str], Callable[[], object]] = {}
+        for v in variants:
+            jobs[(v.name, "encoder")] = v.encoder(batch)
+            step = v.step(batch)
+            if step is not None:
+                jobs[(v.name, "step")] = step
+            for beam in (beams if v.is_sequence else (1,)):
+                jobs[(v.name, "greedy" if beam == 1 else f"beam{beam}")] = v.end_to_end(chunk, beam)
+        samples: dict[tuple[str, str], list[float]] = {k: [] for k in jobs}
+        for _ in range(rounds):
+            for key, fn in jobs.items():
+                for _ in range(warmup):
+                    fn()
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    fn()
+                    samples[key].append(time.perf_counter() - t0)
+        for v in variants:
+            row = Row(v.name, b, threads)
+            row.encoder_ms = _per_image(Timing.of(samples[(v.name, "encoder")]), b)
+            if (v.name, "step") in samples:
+                row.step_ms = _scale(Timing.of(samples[(v.name, "step")]), 1000.0)
+            for (name, kind), values in samples.items():
+                if name == v.name and kind not in ("encoder", "step"):
+                    row.end_to_end_ms[kind] = _per_image(Timing.of(values), b)
+            log(f"  {v.name:14s} batch {b:3d}: encoder {row.encoder_ms.median:7.2f} ms/img"
+                + (f", step {row.step_ms.median:6.3f} ms" if row.step_ms else "")
+                + "".join(f", {k} {t.median:7.2f} ms/img" for k, t in row.end_to_end_ms.items()))
+            rows.append(row)
     return rows
 
 
@@ -186,7 +192,8 @@ def _per_image(t: Timing, batch: int) -> Timing:
 
 
 def infer_throughput(bundle: Path, folder: Path, batch_size: int, threads: int) -> dict:
-    """Images per second of the ``corel-infer`` pipeline (prefetching decode threads + batched runtime) over a folder."""
+    """Images per second of the ``corel-infer`` pipeline (decoding threads prefetching while the runtime
+    works on the previous batch) over a folder, after one warm-up batch."""
     from runtime.inputs import collect_paths, prefetch_batches
 
     annotator = Annotator.load(bundle, threads=threads, spinning=False)

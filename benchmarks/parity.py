@@ -37,6 +37,19 @@ def torch_labels(model, cfg, batch: np.ndarray, beam_width: int = 1) -> tuple[li
     return p.label_sets, p.scores
 
 
+def _time_each(paths: list[Path], fn) -> list[float]:
+    """Seconds per image after five warm-up images; each path is timed alone, one engine at a time
+    (interleaving them lets onnxruntime's spinning threads slow PyTorch down)."""
+    for p in paths[:5]:
+        fn(p)
+    out = []
+    for p in paths:
+        t0 = time.perf_counter()
+        fn(p)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
 @app.command()
 def main(checkpoints: List[Path], data: Path = typer.Option(...), bundles: Optional[Path] = None,
          latency_images: int = 100, out: Optional[Path] = None) -> None:
@@ -64,18 +77,8 @@ def main(checkpoints: List[Path], data: Path = typer.Option(...), bundles: Optio
         runtime_result = evaluate_bundle(annotator, data, "test", beam_width=1)
         agree = sum(set(a.label_ids) == set(b) for a, b in zip(runtime_result.annotations, sets))
         timing_paths = paths[:latency_images]
-        t_torch, t_runtime = [], []
-        for p in timing_paths[:5]:
-            torch_labels(model, cfg, preprocess_file(p, pre)[None])
-            annotator.annotate([p])
-        for p in timing_paths:
-            t0 = time.perf_counter()
-            torch_labels(model, cfg, preprocess_file(p, pre)[None])
-            t1 = time.perf_counter()
-            annotator.annotate([p], beam_width=1) if annotator.manifest.is_sequence else annotator.annotate([p])
-            t2 = time.perf_counter()
-            t_torch.append(t1 - t0)
-            t_runtime.append(t2 - t1)
+        t_torch = _time_each(timing_paths, lambda p: torch_labels(model, cfg, preprocess_file(p, pre)[None]))
+        t_runtime = _time_each(timing_paths, lambda p: annotator.annotate([p]))
         row = {"checkpoint": ckpt.name, "method": cfg.model.method, "images": len(paths),
                "label_sets_equal": agree, "torch": torch_metrics.to_dict(), "runtime": runtime_result.metrics.to_dict(),
                "latency_ms_median_torch": 1000 * statistics.median(t_torch),

@@ -12,7 +12,7 @@ def tensorrt_rows(checkpoint: Path, out_dir: Path, images: np.ndarray, jpegs: li
     from export.bundle import export_bundle
     from export.tensorrt import EngineSettings
 
-    from .latency import RuntimeVariant, bench_variant
+    from .latency import RuntimeVariant, bench_variants
 
     try:
         import tensorrt  # noqa: F401
@@ -27,5 +27,5 @@ def tensorrt_rows(checkpoint: Path, out_dir: Path, images: np.ndarray, jpegs: li
                       engine_settings=EngineSettings(1, 8, max(batch_sizes), fp16=precision == "fp16"),
                       log=lambda _m: None)
         variant = RuntimeVariant(f"tensorrt-{precision}", target, device="tensorrt")
-        rows += [r.to_dict() for r in bench_variant(variant, images, jpegs, batch_sizes, beams, repeats, warmup, 0, log)]
+        rows += [r.to_dict() for r in bench_variants([variant], images, jpegs, batch_sizes, beams, repeats, warmup, 0, log)]
     return rows
