@@ -146,7 +146,7 @@ def bench_variants(variants: list, images: np.ndarray, jpegs: list[bytes], batch
                    rounds: int = 3) -> list[Row]:
     """Every measurement for every variant, interleaved: each round times each variant in turn
     (``warmup`` untimed calls, then ``repeats`` timed ones), so a slow spell of the machine falls on
-    all variants alike.  Per-image figures are per-call figures divided by the batch."""
+    all variants alike; a short pause between jobs lets the previous engine's spinning threads go idle.  Per-image figures are per-call figures divided by the batch."""
     rows = []
     for b in batch_sizes:
         batch = images[np.arange(b) % len(images)]
@@ -162,6 +162,7 @@ def bench_variants(variants: list, images: np.ndarray, jpegs: list[bytes], batch
         samples: dict[tuple[str, str], list[float]] = {k: [] for k in jobs}
         for _ in range(rounds):
             for key, fn in jobs.items():
+                time.sleep(0.05)
                 for _ in range(warmup):
                     fn()
                 for _ in range(repeats):
