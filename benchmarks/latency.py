@@ -146,7 +146,8 @@ def bench_variants(variants: list, images: np.ndarray, jpegs: list[bytes], batch
                    rounds: int = 3) -> list[Row]:
     """Every measurement for every variant, interleaved: each round times each variant in turn
     (``warmup`` untimed calls, then ``repeats`` timed ones), so a slow spell of the machine falls on
-    all variants alike; a short pause between jobs lets the previous engine's spinning threads go idle.  Per-image figures are per-call figures divided by the batch."""
+    all variants alike; a short pause between jobs lets the previous engine's spinning threads go
+    idle.  Per-image figures are per-call figures divided by the batch."""
     rows = []
     for b in batch_sizes:
         batch = images[np.arange(b) % len(images)]
@@ -197,7 +198,7 @@ def infer_throughput(bundle: Path, folder: Path, batch_size: int, threads: int) 
     works on the previous batch) over a folder, after one warm-up batch."""
     from runtime.inputs import collect_paths, prefetch_batches
 
-    annotator = Annotator.load(bundle, threads=threads, spinning=False)
+    annotator = Annotator.load(bundle, threads=threads)
     paths = collect_paths([folder])
     for batch in prefetch_batches(paths[:batch_size], annotator.preprocess_config, batch_size):
         annotator.annotate_batch(batch.array)

@@ -40,11 +40,13 @@ class Annotator:
         self._encoder_outputs = manifest.graphs["encoder"].output_names()
 
     @classmethod
-    def load(cls, bundle: str | Path, device: str = "cpu", threads: int = 0, spinning: bool = True) -> "Annotator":
+    def load(cls, bundle: str | Path, device: str = "cpu", threads: int = 0, spinning: bool = False) -> "Annotator":
         """Verify the bundle (sha256 of every file, paths inside the bundle, graph interfaces), then open sessions.
 
         ``device="tensorrt"`` runs the bundle's TensorRT engines when it has them, else onnxruntime's
-        TensorRT provider; a provider that is not installed falls back to the CPU with a message."""
+        TensorRT provider; a provider that is not installed falls back to the CPU with a message.
+        ``spinning`` lets onnxruntime's idle threads spin-wait: off by default, because on 2 cores the
+        spinning threads slow down the JPEG decoding and decoding loops that run between graph calls."""
         bundle = Path(bundle)
         manifest = load_manifest(bundle, verify=True)
         if device == "tensorrt" and manifest.engines:

@@ -66,7 +66,7 @@ def infer(
     from .writers import ResultWriter
 
     try:
-        annotator = Annotator.load(model, device=device.value, threads=threads, spinning=False)
+        annotator = Annotator.load(model, device=device.value, threads=threads)
     except ValueError as exc:
         _fail(str(exc))
     if attention_maps is not None and annotator.method != "attention":
@@ -124,7 +124,7 @@ def evaluate(
     from .evaluation import evaluate_bundle
 
     try:
-        annotator = Annotator.load(model, device=device.value, threads=threads, spinning=False)
+        annotator = Annotator.load(model, device=device.value, threads=threads)
         total = len(CorelDataset(data).read(split).samples)
         with _progress(total, progress and sys.stderr.isatty()) as bar:
             task = bar.add_task(f"evaluating {split}", total=total)

@@ -32,7 +32,7 @@ def providers_for(device: str) -> list[str]:
 
 
 def create_session(path: Path, spec: GraphSpec, device: str = "cpu", threads: int = 0,
-                   spinning: bool = True) -> ort.InferenceSession:
+                   spinning: bool = False) -> ort.InferenceSession:
     """A session for one graph; refused when its inputs or outputs differ from what the manifest declares.
 
     ``spinning=False`` stops idle worker threads from spin-waiting: slightly slower single calls, but
