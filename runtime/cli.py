@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .preprocessing import MAX_PIXELS, display_path
+
 console = Console(stderr=True, soft_wrap=True)
 infer_app = typer.Typer(add_completion=False, help="Annotate photos with an exported bundle.")
 eval_app = typer.Typer(add_completion=False, help="Evaluate an exported bundle on a Corel-layout split.")
@@ -56,14 +58,21 @@ def infer(
     device: Device = typer.Option(Device.cpu, help="Execution provider; falls back to CPU with a message when missing."),
     threads: int = typer.Option(0, help="onnxruntime intra-op threads (0: onnxruntime's default)."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first image that cannot be read."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run: keep the records already in "
+                                "--output and annotate only the images without one."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file."),
+    max_pixels: int = typer.Option(MAX_PIXELS, help="Refuse images with more pixels (decompression-bomb guard)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on standard error."),
 ) -> None:
     """Annotate photos. One record per image: {"image", "status": "ok"|"error", "labels", "scores"} or an
-    "error" reason. Exit codes: 0 every image annotated, 1 some images failed, 2 bad bundle or arguments."""
+    "error" reason; bad files (corrupt, truncated, not images, special files, broken links, too large)
+    get an error record and the run goes on. Each record is written and flushed as it is produced, so
+    a killed run loses nothing: rerun it with --resume. Exit codes: 0 every image annotated, 1 some
+    images failed, 2 bad bundle or arguments."""
     from .annotator import Annotator
     from .attention_maps import write_attention_maps
     from .inputs import collect_paths, prefetch_batches
-    from .writers import ResultWriter
+    from .writers import ResultWriter, completed_images
 
     try:
         annotator = Annotator.load(model, device=device.value, threads=threads)
@@ -74,24 +83,42 @@ def infer(
     files = collect_paths(paths)
     if not files:
         _fail("no images found in " + ", ".join(map(str, paths)))
-    stream = open(output, "w", encoding="utf-8") if output else sys.stdout
-    writer = ResultWriter(stream, fmt.value)
+    done: set[str] = set()
+    append = False
+    if resume and output is None:
+        _fail("--resume needs --output FILE")
+    if output is not None and output.exists() and output.stat().st_size > 0:
+        if resume:
+            try:
+                done = completed_images(output, fmt.value)
+            except ValueError as exc:
+                _fail(str(exc))
+            append = True
+        elif not overwrite:
+            _fail(f"{output}: already exists; --resume continues it, --overwrite replaces it")
+    todo = [f for f in files if display_path(f) not in done]
+    if done:
+        console.print(f"resuming: {len(files) - len(todo)} of {len(files)} images already have a record",
+                      highlight=False, markup=False)
+    stream = open(output, "a" if append else "w", encoding="utf-8") if output else sys.stdout
+    writer = ResultWriter(stream, fmt.value, header=not append)
     failures = 0
+    files = todo
     options = {"beam_width": beam_width} if annotator.manifest.is_sequence else {"top_k": top_k, "threshold": threshold}
     try:
         with _progress(len(files), progress and sys.stderr.isatty()) as bar:
             task = bar.add_task("annotating", total=len(files))
-            for batch in prefetch_batches(files, annotator.preprocess_config, batch_size):
+            for batch in prefetch_batches(files, annotator.preprocess_config, batch_size, max_pixels=max_pixels):
                 for path, reason in batch.failed:
                     failures += 1
-                    writer.write({"image": str(path), "status": "error", "error": reason})
+                    writer.write({"image": display_path(path), "status": "error", "error": reason})
                     if strict:
                         console.print(f"[red]error:[/red] {escape(reason)}", highlight=False)
                         raise typer.Exit(1)
                 if batch.array is not None:
                     results = annotator.annotate_batch(batch.array, keep_alphas=attention_maps is not None, **options)
                     for path, result in zip(batch.paths, results):
-                        writer.write({"image": str(path), "status": "ok", **result.to_dict()})
+                        writer.write({"image": display_path(path), "status": "ok", **result.to_dict()})
                         if attention_maps is not None:
                             write_attention_maps(path, result.labels, result.alphas, attention_maps)
                 bar.advance(task, len(batch.paths) + len(batch.failed))
@@ -99,7 +126,7 @@ def infer(
         writer.close()
         if output:
             stream.close()
-    console.print(f"{len(files) - failures}/{len(files)} images annotated"
+    console.print(f"{len(files) - failures}/{len(files)} images annotated in this run"
                   + (f", {failures} failed" if failures else "") + (f"; results in {output}" if output else ""),
                   highlight=False, markup=False)
     raise typer.Exit(1 if failures else 0)

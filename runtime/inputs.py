@@ -9,7 +9,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .preprocessing import PreprocessConfig, preprocess_file
+from .preprocessing import MAX_PIXELS, PreprocessConfig, load_image, preprocess
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
@@ -53,24 +53,24 @@ class Batch:
     failed: list[tuple[Path, str]]
 
 
-def _load(paths: Sequence[Path], config: PreprocessConfig) -> Batch:
+def _load(paths: Sequence[Path], config: PreprocessConfig, max_pixels: int = MAX_PIXELS) -> Batch:
     ok, arrays, failed = [], [], []
     for p in paths:
         try:
-            arrays.append(preprocess_file(p, config))
+            arrays.append(preprocess(load_image(p, max_pixels), config))
             ok.append(p)
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, MemoryError) as exc:
             failed.append((p, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
     return Batch(ok, np.stack(arrays) if arrays else None, failed)
 
 
 def prefetch_batches(paths: Sequence[Path], config: PreprocessConfig, batch_size: int,
-                     workers: int = 2, ahead: int = 2) -> Iterator[Batch]:
+                     workers: int = 2, ahead: int = 2, max_pixels: int = MAX_PIXELS) -> Iterator[Batch]:
     """Yield batches in order while the next ``ahead`` batches decode in ``workers`` threads."""
     chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        pending = [pool.submit(_load, c, config) for c in chunks[:ahead]]
+        pending = [pool.submit(_load, c, config, max_pixels) for c in chunks[:ahead]]
         for i in range(len(chunks)):
             if i + ahead < len(chunks):
-                pending.append(pool.submit(_load, chunks[i + ahead], config))
+                pending.append(pool.submit(_load, chunks[i + ahead], config, max_pixels))
             yield pending.pop(0).result()

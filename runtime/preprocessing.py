@@ -6,6 +6,9 @@ the tensors the exported runtime feeds it are identical by construction.
 from __future__ import annotations
 
 import json
+import os
+import stat
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -57,17 +60,48 @@ class PreprocessConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
 
-def load_image(path: str | Path) -> Image.Image:
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+"""Images with more pixels than this are refused before decoding (decompression-bomb guard)."""
+
+
+def display_path(path: str | Path) -> str:
+    """A path as printable text, with undecodable bytes of non-UTF-8 names shown as escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open a photo as 8-bit RGB with its EXIF orientation applied.
 
-    Raises ValueError naming the file when it cannot be decoded.
+    Training and the runtime both read photos through this function, so orientation and colour
+    modes are handled alike.  Anything that is not a decodable image of at most ``max_pixels``
+    pixels (a missing or special file, a truncated or corrupt one, a decompression bomb) raises
+    ValueError with a one-line reason naming the file.
     """
+    name = display_path(path)
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"{path}: cannot read image ({exc})") from exc
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ValueError(f"{name}: file does not exist (or is a broken link)") from None
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot access file ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{name}: not a regular file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > max_pixels:
+                    raise ValueError(f"{img.width}x{img.height} is more than {max_pixels:,} pixels "
+                                     "(decompression-bomb guard)")
+                img = ImageOps.exif_transpose(img)
+                return to_rgb(img)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ValueError(f"{name}: refused, {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"{name}: cannot read image ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - PIL's decoders raise many types on corrupt files
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{name}: cannot read image ({detail})") from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -79,7 +113,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
         return Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
