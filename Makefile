@@ -24,8 +24,8 @@ demo: $(STAMP)
 	$(BIN)/corel-train --data $(DEMO)/data --method ml-gcn --loss asl --epochs 15 --cache-dir $(DEMO)/cache --out $(DEMO)/ml-gcn.ckpt
 	$(BIN)/corel-export $(DEMO)/attention.ckpt -o $(DEMO)/attention.bundle --force
 	$(BIN)/corel-export $(DEMO)/ml-gcn.ckpt -o $(DEMO)/ml-gcn.bundle --force
-	$(BIN)/corel-infer $(DEMO)/data/test.json --model $(DEMO)/attention.bundle --beam-width 3 -o $(DEMO)/attention.jsonl --attention-maps $(DEMO)/attention-maps
-	$(BIN)/corel-infer $(DEMO)/data/test.json --model $(DEMO)/ml-gcn.bundle -o $(DEMO)/ml-gcn.jsonl
+	$(BIN)/corel-infer $(DEMO)/data/test.json --model $(DEMO)/attention.bundle --beam-width 3 -o $(DEMO)/attention.jsonl --overwrite --attention-maps $(DEMO)/attention-maps
+	$(BIN)/corel-infer $(DEMO)/data/test.json --model $(DEMO)/ml-gcn.bundle -o $(DEMO)/ml-gcn.jsonl --overwrite
 	$(BIN)/corel-eval --model $(DEMO)/attention.bundle --data $(DEMO)/data
 	$(BIN)/corel-eval --model $(DEMO)/ml-gcn.bundle --data $(DEMO)/data
 	@echo "outputs: checkpoints $(DEMO)/*.ckpt, bundles $(DEMO)/*.bundle, annotations $(DEMO)/*.jsonl, attention maps $(DEMO)/attention-maps/"
