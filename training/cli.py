@@ -93,6 +93,9 @@ def main(
     gamma_neg: float = typer.Option(4.0, help="ASL focusing on negatives."),
     clip: float = typer.Option(0.05, help="ASL probability margin on negatives."),
     focal_gamma: float = typer.Option(2.0, help="Focal loss gamma."),
+    threshold_tuning: str = typer.Option("f1", help="cnn/ml-gcn: per-label thresholds tuned on the validation "
+                                         "split to maximise each label's mcc or f1, stored in the checkpoint and "
+                                         "bundle; 'none' keeps 0.5."),
     gcn_threshold: float = typer.Option(0.1, help="ML-GCN: binarise P(j|i) at this value."),
     gcn_p: float = typer.Option(0.2, help="ML-GCN: weight p given to neighbours when re-weighting."),
     gcn_hidden: int = typer.Option(1024, help="ML-GCN: hidden size of the first graph convolution."),
@@ -127,7 +130,7 @@ def main(
                                 weight_decay=weight_decay, pct_start=pct_start, freeze_backbone=freeze_backbone,
                                 val_fraction=val_fraction, seed=seed, image_size=image_size, device=device,
                                 workers=workers, strict_data=strict_data, glove_path=str(glove) if glove else "",
-                                grad_clip=grad_clip)
+                                grad_clip=grad_clip, threshold_tuning=threshold_tuning)
         result = train(data, out, model_cfg, seq_cfg, decode_cfg, train_cfg, cache_dir=cache_dir, resume=resume,
                        log=lambda m: console.print(m, highlight=False, markup=False), show_progress=progress and sys.stderr.isatty())
     except ValueError as exc:

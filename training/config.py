@@ -116,6 +116,7 @@ class TrainConfig:
     strict_data: bool = False
     glove_path: str = ""
     grad_clip: float = 5.0
+    threshold_tuning: str = "f1"
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -124,6 +125,8 @@ class TrainConfig:
             raise ValueError("validation fraction must be in [0, 1)")
         if self.lr <= 0 or self.backbone_lr <= 0:
             raise ValueError("learning rates must be positive")
+        if self.threshold_tuning not in ("mcc", "f1", "none"):
+            raise ValueError(f"unknown threshold tuning {self.threshold_tuning!r}; choose mcc, f1 or none")
 
 
 @dataclass

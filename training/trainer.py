@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from runtime.dataset import CorelDataset, CorelSplit
 from runtime.preprocessing import PreprocessConfig, preprocess_file
+from runtime.thresholds import tune_thresholds
 
 from .backbones import build_backbone
 from .checkpoint import load_checkpoint, save_checkpoint, versions
@@ -275,6 +276,7 @@ def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceC
 
     if dist_info.is_main:
         ckpt.metrics["train_seconds"] = round(time.perf_counter() - started, 2)
+        _tune_thresholds(out, model, ckpt, val_feats, val_targets, train_cfg, log)
         _final_test(out, model, ckpt, data, ds, preprocess, info.weights_id, cache_dir, train_cfg, device, log, show)
     barrier(dist_info)
     return ckpt
@@ -311,6 +313,22 @@ def _resume(last: Path, model: nn.Module, optimizer, scheduler, ckpt: Checkpoint
     return epoch, float(payload["best_score"])
 
 
+def _tune_thresholds(out: Path, model: AnnotationModel, ckpt: CheckpointConfig, val_feats: torch.Tensor | None,
+                     val_targets: np.ndarray, train_cfg: TrainConfig, log: Log) -> None:
+    """Score-based methods: per-label thresholds of the best checkpoint, tuned on the validation split."""
+    if model.is_sequence or val_feats is None or train_cfg.threshold_tuning == "none" or not out.exists():
+        return
+    best, payload = load_checkpoint(out)
+    model.load_state_dict(payload["state_dict"])
+    scores = predict_features(model, val_feats, _greedy(best.decode)).scores
+    thresholds = tune_thresholds(scores, val_targets, train_cfg.threshold_tuning)
+    best.thresholds = [float(t) for t in thresholds]
+    ckpt.thresholds = best.thresholds
+    save_checkpoint(out, best, model)
+    log(f"per-label thresholds ({train_cfg.threshold_tuning} on {val_feats.shape[0]} validation images): "
+        + " ".join(f"{t:.3f}" for t in thresholds))
+
+
 def _final_test(out: Path, model: AnnotationModel, ckpt: CheckpointConfig, data: PreparedData, ds: CorelDataset,
                 preprocess: PreprocessConfig, weights_id: str, cache_dir: Path, train_cfg: TrainConfig, device: str,
                 log: Log, show: bool) -> None:
@@ -329,7 +347,7 @@ def _final_test(out: Path, model: AnnotationModel, ckpt: CheckpointConfig, data:
         feats = compute_features(model, paths, preprocess, train_cfg.batch_size, device)
     feats_t = torch.from_numpy(np.array(feats))
     targets = multi_hot(data.test.label_ids(ds.vocabulary), len(ds.vocabulary))
-    metrics = evaluate(predict_features(model, feats_t, _greedy(ckpt.decode), ckpt.thresholds), targets)
+    metrics = evaluate(predict_features(model, feats_t, _greedy(ckpt.decode), best.thresholds), targets)
     best.metrics["test"] = metrics.to_dict()
     best.metrics["train_seconds"] = ckpt.metrics["train_seconds"]
     if model.is_sequence and ckpt.decode.beam_width > 1:
