@@ -64,6 +64,7 @@ def latency(
     """One run: PyTorch eager, the runtime on fp32/fp16/int8 bundles and TensorRT where installed; encoder,
     decoder step and end-to-end (JPEG bytes to labels; greedy, beam 3, beam 10) latency at each batch size;
     the encoder's FLOPs against the measured float32 matmul peak; corel-infer throughput."""
+    import numpy as np
     import torch
 
     from export.bundle import export_bundle
@@ -92,7 +93,7 @@ def latency(
     paths = [s.path for s in samples[:images]]
     jpegs = [p.read_bytes() for p in paths]
     preprocess = PreprocessConfig.from_dict(cfg.preprocess)
-    arrays = __import__("numpy").stack([decode_jpeg(j, preprocess) for j in jpegs])
+    arrays = np.stack([decode_jpeg(j, preprocess) for j in jpegs])
     bundles = {}
     for precision in [p.strip() for p in precisions.split(",") if p.strip()]:
         target = out_dir / f"{checkpoint.stem}.{precision}.bundle"
@@ -105,8 +106,7 @@ def latency(
     result = {"checkpoint": str(checkpoint), "method": cfg.model.method, "backbone": cfg.model.backbone,
               "image_size": preprocess.image_size, "cpu_count": cpu_count(), "threads": threads,
               "torch_threads": torch.get_num_threads(), "hardware": hardware,
-              "encoder_gflops": graph_flops(bundles.get("fp32") and bundles["fp32"] / "encoder.onnx"
-                                            or next(iter(bundles.values())) / "encoder.onnx") / 1e9,
+              "encoder_gflops": graph_flops(bundles.get("fp32", next(iter(bundles.values()))) / "encoder.onnx") / 1e9,
               "rows": [], "command": "corel-bench latency " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else ""}
     log = lambda m: console.print(m, highlight=False, markup=False)
     variants = []

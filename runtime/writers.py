@@ -67,13 +67,3 @@ def completed_images(path: Path, fmt: str) -> set[str]:
             if row.get("image"):
                 done.add(row["image"])
     return done
-
-
-def render(records: list[dict], fmt: str) -> str:
-    """All records in one string (for tests and small outputs)."""
-    buffer = io.StringIO()
-    writer = ResultWriter(buffer, fmt)
-    for r in records:
-        writer.write(r)
-    writer.close()
-    return buffer.getvalue()

@@ -14,7 +14,6 @@ from conftest import EXPORT_METHODS, REPO
 from export.onnx_graphs import wrappers
 from runtime.annotator import Annotator
 from runtime.dataset import CorelDataset
-from runtime.evaluation import evaluate_bundle
 from runtime.metrics import annotation_metrics, label_sets_to_matrix
 from runtime.preprocessing import PreprocessConfig, preprocess_file
 from training.checkpoint import model_from_checkpoint

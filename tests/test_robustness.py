@@ -9,7 +9,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 

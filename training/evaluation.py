@@ -16,10 +16,9 @@ from .models.base import AnnotationModel
 
 @dataclass
 class Predictions:
-    """Label sets for every image, a binary matrix of them, and per-label scores where the method has them."""
+    """Label sets for every image, a binary matrix of them, and label scores where the method has them."""
 
     label_sets: list[list[int]]
-    label_scores: list[list[float]]
     matrix: np.ndarray
     scores: np.ndarray | None
 
@@ -32,28 +31,22 @@ def predict_features(model: AnnotationModel, feats: torch.Tensor, decode_config:
     model.eval()
     num_labels = model.config.num_labels
     sets: list[list[int]] = []
-    set_scores: list[list[float]] = []
     all_scores = []
     device = next(model.parameters()).device
     try:
         for start in range(0, feats.shape[0], batch_size):
             chunk = feats[start:start + batch_size].to(device)
             if model.is_sequence:
-                for hyp in decode(model, model.init_state(chunk), decode_config):
-                    sets.append(hyp.labels)
-                    set_scores.append(hyp.scores)
+                sets.extend(hyp.labels for hyp in decode(model, model.init_state(chunk), decode_config))
             else:
                 probs = torch.sigmoid(model.logits(chunk)).float().cpu().numpy()
                 thr = np.asarray(thresholds if thresholds else [0.5] * num_labels, dtype=np.float32)
                 all_scores.append(probs)
-                for row in probs:
-                    ids = np.flatnonzero(row >= thr)
-                    sets.append([int(i) for i in ids])
-                    set_scores.append([float(row[i]) for i in ids])
+                sets.extend([int(i) for i in np.flatnonzero(row >= thr)] for row in probs)
     finally:
         model.train(was_training)
     scores = np.concatenate(all_scores) if all_scores else None
-    return Predictions(sets, set_scores, label_sets_to_matrix(sets, num_labels), scores)
+    return Predictions(sets, label_sets_to_matrix(sets, num_labels), scores)
 
 
 @torch.no_grad()

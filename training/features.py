@@ -10,14 +10,14 @@ import hashlib
 import json
 import os
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from runtime.preprocessing import PreprocessConfig, preprocess_file
+from runtime.inputs import prefetch_batches
+from runtime.preprocessing import PreprocessConfig
 
 from .models.base import AnnotationModel
 
@@ -39,20 +39,6 @@ def cache_key(backbone: str, weights_id: str, preprocess: PreprocessConfig, feat
     return digest.hexdigest()[:32]
 
 
-def batches_of_images(paths: Sequence[Path], preprocess: PreprocessConfig, batch_size: int):
-    """Yield ``[B, 3, S, S]`` float32 arrays, decoding the next batch in threads while the model runs."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
-        pending = None
-        for chunk in chunks:
-            future = pool.submit(lambda c: np.stack([preprocess_file(p, preprocess) for p in c]), chunk)
-            if pending is not None:
-                yield pending.result()
-            pending = future
-        if pending is not None:
-            yield pending.result()
-
-
 @torch.no_grad()
 def compute_features(model: AnnotationModel, paths: Sequence[Path], preprocess: PreprocessConfig,
                      batch_size: int = 32, device: str = "cpu",
@@ -62,11 +48,13 @@ def compute_features(model: AnnotationModel, paths: Sequence[Path], preprocess: 
     model.eval()
     out = []
     try:
-        for batch in batches_of_images(paths, preprocess, batch_size):
-            feats = model.features(torch.from_numpy(batch).to(device))
+        for batch in prefetch_batches(list(paths), preprocess, batch_size):
+            if batch.failed:
+                raise ValueError(batch.failed[0][1])
+            feats = model.features(torch.from_numpy(batch.array).to(device))
             out.append(feats.float().cpu().numpy())
             if progress:
-                progress(len(batch))
+                progress(len(batch.paths))
     finally:
         model.train(was_training)
     return np.concatenate(out) if out else np.zeros((0,), dtype=np.float32)
