@@ -1,4 +1,4 @@
-"""``corel-bench``: measure latency (and, later, accuracy) side by side, with the hardware limit next to it."""
+"""``corel-bench``: latency side by side with the hardware limit next to it, and accuracy of every method."""
 from __future__ import annotations
 
 import shlex
@@ -138,9 +138,61 @@ def latency(
         console.print(f"wrote {path}", highlight=False, markup=False)
 
 
+@app.command("accuracy")
+def accuracy_cmd(
+    data: Optional[Path] = typer.Option(None, help="Corel-layout directory (images/, train.json, test.json, "
+                                        "vocabulary.txt). Default: a synthetic dataset made in --out-dir."),
+    out_dir: Path = typer.Option(Path("bench-out/accuracy"), help="Checkpoints, bundles and the results "
+                                 "(accuracy.json/.md/.png)."),
+    glove: Optional[Path] = typer.Option(None, help="GloVe text file for ml-gcn's label embeddings "
+                                         "(without it they are trainable)."),
+    rows: str = typer.Option("", help="Comma-separated rows to run (default all: "
+                             "cnn-bce,cnn-focal,cnn-asl,ml-gcn-asl,ria,sr-cnn-rnn,attention,attention-mla)."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs (default: corel-train's)."),
+    image_size: Optional[int] = typer.Option(None, help="Input size (default: corel-train's)."),
+    augment_views: Optional[int] = typer.Option(None, help="Cached augmented views per photo (default: "
+                                                "corel-train's; 0 for the ablation without augmentation)."),
+    train_top: Optional[int] = typer.Option(None, help="Backbone stages trained on the cache (default: "
+                                            "corel-train's; 0 trains the heads only)."),
+    seed: Optional[int] = typer.Option(None, help="Training seed (default: corel-train's)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache (default: corel-train's)."),
+    latency_images: int = typer.Option(50, help="Test photos timed one by one, JPEG file to labels."),
+    reuse: bool = typer.Option(False, "--reuse", help="Keep checkpoints already finished in --out-dir "
+                               "instead of training them again."),
+    probe: bool = typer.Option(True, "--probe/--no-probe", help="Add the linear-probe baseline row."),
+) -> None:
+    """Train every method with corel-train's defaults, export each, evaluate each through the runtime and
+    write the reference's table (per-class and per-image P/R/F1, N+, mAP, s/epoch, ms/img) with a chart.
+
+    Exit codes: 0 done, 2 bad input."""
+    from training.features import default_cache_dir
+    from training.synth import SynthConfig, generate
+
+    from .accuracy import run_accuracy, select_entries, write
+
+    log = lambda m: console.print(m, highlight=False, markup=False)
+    try:
+        entries = select_entries([r.strip() for r in rows.split(",") if r.strip()])
+        if data is None:
+            data = out_dir / "synthetic-data"
+            if not (data / "test.json").is_file():
+                generate(data, SynthConfig(images=400, labels=10, image_size=160, seed=0))
+        overrides = {k: v for k, v in (("epochs", epochs), ("image_size", image_size), ("augment_views", augment_views),
+                                       ("train_top", train_top), ("seed", seed)) if v is not None}
+        result = run_accuracy(data, out_dir, entries, overrides, glove, cache_dir or default_cache_dir(),
+                              latency_images, reuse, probe, log)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2)
+    command = "corel-bench accuracy " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else ""
+    for path in write(result, out_dir, command=command):
+        log(f"wrote {path}")
+
+
 @app.callback()
 def main() -> None:
-    """Benchmarks of corel-annotate: `corel-bench latency` measures speed side by side."""
+    """Benchmarks of corel-annotate: `corel-bench latency` measures speed side by side, `corel-bench accuracy`
+    trains and scores every method on real photos."""
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def main(
                                                    "on CPU). --finetune trains the backbone end to end (the GPU path). "
                                                    "Default: frozen on CPU, fine-tuned on CUDA."),
     cache_dir: Optional[Path] = typer.Option(None, help="Feature cache (default $COREL_CACHE_DIR or ~/.cache/corel-annotate)."),
-    epochs: int = typer.Option(40, help="Training epochs."),
+    epochs: int = typer.Option(15, help="Training epochs."),
     batch_size: int = typer.Option(32, help="Images per batch (per process under torchrun)."),
     lr: float = typer.Option(1e-3, help="Peak learning rate of the head/decoder (Adam, one-cycle schedule)."),
     backbone_lr: float = typer.Option(1e-4, help="Peak learning rate of the backbone with --finetune."),
@@ -96,6 +96,18 @@ def main(
     threshold_tuning: str = typer.Option("f1", help="cnn/ml-gcn: per-label thresholds tuned on the validation "
                                          "split to maximise each label's mcc or f1, stored in the checkpoint and "
                                          "bundle; 'none' keeps 0.5."),
+    augment_views: int = typer.Option(4, help="Training augmentation (random resized crop + horizontal flip): with a "
+                                      "frozen backbone, the features of this many augmented views per image are "
+                                      "cached and each epoch draws one view per image (or the plain one); when "
+                                      "fine-tuning, any value > 0 crops every image afresh each epoch. 0: off."),
+    train_top: int = typer.Option(2, help="With a frozen backbone: also train its last K stages and head "
+                                  "convolution (lr --backbone-lr), on cached outputs of the stages below "
+                                  "(EfficientNet/MobileNet-style backbones; others train the head only). 0: "
+                                  "only the method's head trains."),
+    augmented: Optional[Path] = typer.Option(None, help="corel-augment output (train_aug.json, images/): its "
+                                             "generated images join the training images (never the validation "
+                                             "split; offspring of validation images are left out)."),
+    augment_min_scale: float = typer.Option(0.35, help="Smallest crop, as a share of the photo's area."),
     gcn_threshold: float = typer.Option(0.1, help="ML-GCN: binarise P(j|i) at this value."),
     gcn_p: float = typer.Option(0.2, help="ML-GCN: weight p given to neighbours when re-weighting."),
     gcn_hidden: int = typer.Option(1024, help="ML-GCN: hidden size of the first graph convolution."),
@@ -130,7 +142,9 @@ def main(
                                 weight_decay=weight_decay, pct_start=pct_start, freeze_backbone=freeze_backbone,
                                 val_fraction=val_fraction, seed=seed, image_size=image_size, device=device,
                                 workers=workers, strict_data=strict_data, glove_path=str(glove) if glove else "",
-                                grad_clip=grad_clip, threshold_tuning=threshold_tuning)
+                                grad_clip=grad_clip, threshold_tuning=threshold_tuning,
+                                augment_views=augment_views, train_top=train_top,
+                                augmented_dir=str(augmented) if augmented else "", augment_min_scale=augment_min_scale)
         result = train(data, out, model_cfg, seq_cfg, decode_cfg, train_cfg, cache_dir=cache_dir, resume=resume,
                        log=lambda m: console.print(m, highlight=False, markup=False), show_progress=progress and sys.stderr.isatty())
     except ValueError as exc:

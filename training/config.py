@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .augment import AugmentConfig
+
 T = TypeVar("T")
 
 METHODS = ("cnn", "ml-gcn", "ria", "sr-cnn-rnn", "attention")
@@ -101,7 +103,7 @@ class DecodeConfig:
 class TrainConfig:
     """Optimisation settings; every field is a ``corel-train`` flag."""
 
-    epochs: int = 40
+    epochs: int = 15
     batch_size: int = 32
     lr: float = 1e-3
     backbone_lr: float = 1e-4
@@ -117,16 +119,28 @@ class TrainConfig:
     glove_path: str = ""
     grad_clip: float = 5.0
     threshold_tuning: str = "f1"
+    augment_views: int = 4
+    train_top: int = 2
+    augmented_dir: str = ""
+    augment_min_scale: float = 0.35
 
     def __post_init__(self) -> None:
+        self.augment_config()
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch size must be at least 1")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError("validation fraction must be in [0, 1)")
         if self.lr <= 0 or self.backbone_lr <= 0:
             raise ValueError("learning rates must be positive")
+        if self.train_top < 0:
+            raise ValueError("--train-top counts backbone stages: 0 or more")
         if self.threshold_tuning not in ("mcc", "f1", "none"):
             raise ValueError(f"unknown threshold tuning {self.threshold_tuning!r}; choose mcc, f1 or none")
+
+    def augment_config(self) -> AugmentConfig:
+        """Random resized crops (area ``augment_min_scale``..1) and flips; ``augment_views`` cached
+        views per training image with a frozen backbone, on the fly when fine-tuning (0: off)."""
+        return AugmentConfig(views=self.augment_views, min_scale=self.augment_min_scale, seed=self.seed)
 
 
 @dataclass

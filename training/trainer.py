@@ -14,9 +14,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorData
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from runtime.dataset import CorelDataset, CorelSplit
-from runtime.preprocessing import PreprocessConfig, preprocess_file
+from runtime.preprocessing import PreprocessConfig, load_image, preprocess_file
 from runtime.thresholds import tune_thresholds
 
+from .augment import AugmentConfig, augment_image
 from .backbones import build_backbone
 from .checkpoint import load_checkpoint, save_checkpoint, versions
 from .config import CheckpointConfig, DecodeConfig, ModelConfig, SequenceConfig, TrainConfig
@@ -38,21 +39,45 @@ def last_path(out: Path) -> Path:
 
 
 class ImageDataset(Dataset):
-    """Preprocessed images (with a random horizontal flip when training) and their targets."""
+    """Images for end-to-end training and their targets: a fresh random resized crop and flip per
+    epoch when ``augment`` is given, otherwise the plain preprocessing with a random flip."""
 
     def __init__(self, paths: list[Path], preprocess: PreprocessConfig, targets: torch.Tensor, tokens: torch.Tensor,
-                 lengths: torch.Tensor, flip: bool) -> None:
-        self.paths, self.preprocess, self.flip = paths, preprocess, flip
+                 lengths: torch.Tensor, augment: AugmentConfig | None) -> None:
+        self.paths, self.preprocess, self.augment = paths, preprocess, augment
         self.targets, self.tokens, self.lengths = targets, tokens, lengths
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        image = preprocess_file(self.paths[i], self.preprocess)
-        if self.flip and np.random.random() < 0.5:
-            image = np.ascontiguousarray(image[:, :, ::-1])
+        seed = int(torch.randint(0, 2**31 - 1, ()))
+        if self.augment is not None:
+            image = augment_image(load_image(self.paths[i]), self.preprocess, self.augment, np.random.default_rng(seed))
+        else:
+            image = preprocess_file(self.paths[i], self.preprocess)
+            if seed % 2:
+                image = np.ascontiguousarray(image[:, :, ::-1])
         return torch.from_numpy(image), self.targets[i], self.tokens[i], self.lengths[i]
+
+
+class ViewDataset(Dataset):
+    """Cached features with augmented views: each item is one view, drawn anew every epoch, of a
+    training image (view 0 is the plain preprocessing).  Draws use torch's seeded generator, so
+    a resumed run draws the same views."""
+
+    def __init__(self, views: list[np.ndarray], idx: np.ndarray, targets: torch.Tensor, tokens: torch.Tensor,
+                 lengths: torch.Tensor) -> None:
+        self.views, self.idx = views, idx
+        self.targets, self.tokens, self.lengths = targets, tokens, lengths
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, i: int):
+        j = int(self.idx[i])
+        feats = self.views[int(torch.randint(0, len(self.views), ()))][j]
+        return torch.from_numpy(np.asarray(feats, dtype=np.float32)), self.targets[j], self.tokens[j], self.lengths[j]
 
 
 class LossModule(nn.Module):
@@ -64,7 +89,7 @@ class LossModule(nn.Module):
         self.last_logs: dict[str, float] = {}
 
     def forward(self, x, targets, tokens, lengths):
-        feats = self.model.features(x) if self.from_images else x
+        feats = self.model.features(x) if self.from_images else self.model.head_inputs_from_cache(x)
         loss, self.last_logs = self.model.loss(feats, {"targets": targets, "tokens": tokens, "lengths": lengths})
         return loss
 
@@ -102,12 +127,26 @@ def prepare_data(data_dir: Path, seq_cfg: SequenceConfig, train_cfg: TrainConfig
         n_val = 1
     val_idx, fit_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     rank = label_rank(seq_cfg.ordering, [ids[i] for i in fit_idx], len(vocab))
+    extra_info: dict = {}
+    if train_cfg.augmented_dir:
+        from .wgan import read_augmented
+
+        val_stems = {Path(train.samples[i].image_name).stem for i in val_idx}
+        generated, excluded = read_augmented(Path(train_cfg.augmented_dir), vocab, val_stems, train_cfg.strict_data)
+        log(f"{generated.report.summary()}; {len(generated.samples)} generated images join the training images"
+            + (f" ({excluded} made from validation images left out)" if excluded else ""))
+        fit_idx = np.concatenate([fit_idx, np.arange(n, n + len(generated.samples))])
+        ids = ids + generated.label_ids(vocab)
+        train = CorelSplit(train.name, train.samples + generated.samples, train.report)
+        extra_info = {"augmented": {"dir": train_cfg.augmented_dir, "images": len(generated.samples),
+                                    "excluded_validation_sources": excluded}}
     enc = encode_sequences(ids, vocab, rank, seq_cfg.max_seq_len)
     if enc.truncated:
         log(f"{enc.truncated} training label sets have more than {seq_cfg.max_seq_len} labels; "
             f"their sequences keep the first {seq_cfg.max_seq_len} in {seq_cfg.ordering} order")
     info = {"train": train.report.to_dict(), "test": test.report.to_dict() if test else None,
-            "fit_images": int(fit_idx.size), "val_images": int(val_idx.size), "truncated_sequences": enc.truncated}
+            "fit_images": int(fit_idx.size), "val_images": int(val_idx.size), "truncated_sequences": enc.truncated,
+            **extra_info}
     return ds, PreparedData(train, test, fit_idx, val_idx, multi_hot(ids, len(vocab)), enc.tokens, enc.lengths, rank, info)
 
 
@@ -175,19 +214,27 @@ def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceC
         extra["adjacency"] = correlation_matrix(fit_ids, len(vocab), model_cfg.gcn_threshold, model_cfg.gcn_p)
     model = create_model(model_cfg, backbone, **extra)
     model.set_backbone_frozen(train_cfg.freeze_backbone)
+    if train_cfg.train_top and train_cfg.freeze_backbone:
+        if model.has_stages():
+            model.set_trainable_top(min(train_cfg.train_top, len(model.backbone.blocks)))
+        else:
+            log(f"{model_cfg.backbone} has no stages to split (not EfficientNet/MobileNet-style): "
+                "only the head trains (--train-top 0)")
+            train_cfg.train_top = 0
     model.to(device)
 
     paths = [s.path for s in data.train.samples]
-    feats_all = None
+    augment = train_cfg.augment_config()
+    feats_all, views = None, []
     if train_cfg.freeze_backbone:
         with _progress(show) as bar:
             for turn in ((0,) if not dist_info.enabled else (0, 1)):
                 if (dist_info.rank == 0) == (turn == 0):
-                    task = bar.add_task("features (train)", total=len(paths), status="")
-                    t0 = time.perf_counter()
-                    feats_all, hit = cached_features(model, paths, preprocess, info.weights_id, cache_dir,
-                                                     train_cfg.batch_size, device, lambda k: bar.advance(task, k))
-                    bar.update(task, completed=len(paths), status="cached" if hit else f"{time.perf_counter() - t0:.1f}s")
+                    feats_all = _cached(bar, "features (train)", model, paths, preprocess, info.weights_id, cache_dir,
+                                        train_cfg, device)
+                    views = [_cached(bar, f"augmented view {v}/{augment.views}", model, paths, preprocess,
+                                     info.weights_id, cache_dir, train_cfg, device, augment, v)
+                             for v in range(1, augment.views + 1)]
                 barrier(dist_info)
         data.info["feature_shape"] = list(feats_all.shape[1:])
 
@@ -195,12 +242,15 @@ def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceC
     tokens_t = torch.from_numpy(data.tokens)
     lengths_t = torch.from_numpy(data.lengths)
     fit = torch.from_numpy(data.fit_idx)
-    if train_cfg.freeze_backbone:
+    if train_cfg.freeze_backbone and views:
+        dataset: Dataset = ViewDataset([np.array(feats_all)] + [np.array(v) for v in views], data.fit_idx,
+                                       targets_t, tokens_t, lengths_t)
+    elif train_cfg.freeze_backbone:
         feats_t = torch.from_numpy(np.array(feats_all))
-        dataset: Dataset = TensorDataset(feats_t[fit], targets_t[fit], tokens_t[fit], lengths_t[fit])
+        dataset = TensorDataset(feats_t[fit], targets_t[fit], tokens_t[fit], lengths_t[fit])
     else:
         dataset = ImageDataset([paths[i] for i in data.fit_idx], preprocess, targets_t[fit], tokens_t[fit],
-                               lengths_t[fit], flip=True)
+                               lengths_t[fit], augment if augment.views else None)
     sampler = DistributedSampler(dataset, shuffle=True, seed=train_cfg.seed) if dist_info.enabled else None
     generator = torch.Generator().manual_seed(train_cfg.seed)
     loader = DataLoader(dataset, batch_size=train_cfg.batch_size, shuffle=sampler is None, sampler=sampler,
@@ -208,8 +258,8 @@ def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceC
                         drop_last=False)
 
     groups = [{"params": model.head_parameters(), "lr": train_cfg.lr}]
-    if not train_cfg.freeze_backbone:
-        groups.append({"params": [p for p in model.backbone.parameters() if p.requires_grad], "lr": train_cfg.backbone_lr})
+    if model.trainable_backbone_parameters():
+        groups.append({"params": model.trainable_backbone_parameters(), "lr": train_cfg.backbone_lr})
     optimizer = torch.optim.Adam(groups, weight_decay=train_cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups],
                                                     epochs=train_cfg.epochs, steps_per_epoch=max(1, len(loader)),
@@ -255,7 +305,8 @@ def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceC
         record = {"epoch": epoch + 1, "train_loss": total / max(1, batches), "seconds": 0.0}
         if dist_info.is_main:
             if val_feats is not None:
-                metrics = evaluate(predict_features(model, val_feats, _greedy(decode_cfg), ckpt.thresholds), val_targets)
+                metrics = evaluate(predict_features(model, _head_inputs(model, val_feats), _greedy(decode_cfg),
+                                                    ckpt.thresholds), val_targets)
                 record["val"] = metrics.to_dict()
             record["seconds"] = round(time.perf_counter() - t0, 3)
             ckpt.history.append(record)
@@ -280,6 +331,33 @@ def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceC
         _final_test(out, model, ckpt, data, ds, preprocess, info.weights_id, cache_dir, train_cfg, device, log, show)
     barrier(dist_info)
     return ckpt
+
+
+def _cached(bar: Progress, label: str, model: AnnotationModel, paths: list[Path], preprocess: PreprocessConfig,
+            weights_id: str, cache_dir: Path, train_cfg: TrainConfig, device: str, augment: AugmentConfig | None = None,
+            view: int = 0) -> np.ndarray:
+    """One cached feature set (plain or an augmented view), with a progress bar saying whether it was cached."""
+    task = bar.add_task(label, total=len(paths), status="")
+    t0 = time.perf_counter()
+    feats, hit = cached_features(model, paths, preprocess, weights_id, cache_dir, train_cfg.batch_size, device,
+                                 lambda k: bar.advance(task, k), augment, view)
+    bar.update(task, completed=len(paths), status="cached" if hit else f"{time.perf_counter() - t0:.1f}s")
+    return feats
+
+
+@torch.no_grad()
+def _head_inputs(model: AnnotationModel, feats: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Cached features to head inputs: unchanged, or through the trained top stages (eval mode)."""
+    if not model.top_stages:
+        return feats
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        return torch.cat([model.head_inputs_from_cache(feats[i:i + batch_size].to(device)).cpu()
+                          for i in range(0, feats.shape[0], batch_size)])
+    finally:
+        model.train(was_training)
 
 
 def _greedy(decode_cfg: DecodeConfig) -> DecodeConfig:
@@ -320,7 +398,7 @@ def _tune_thresholds(out: Path, model: AnnotationModel, ckpt: CheckpointConfig, 
         return
     best, payload = load_checkpoint(out)
     model.load_state_dict(payload["state_dict"])
-    scores = predict_features(model, val_feats, _greedy(best.decode)).scores
+    scores = predict_features(model, _head_inputs(model, val_feats), _greedy(best.decode)).scores
     thresholds = tune_thresholds(scores, val_targets, train_cfg.threshold_tuning)
     best.thresholds = [float(t) for t in thresholds]
     ckpt.thresholds = best.thresholds
@@ -345,7 +423,7 @@ def _final_test(out: Path, model: AnnotationModel, ckpt: CheckpointConfig, data:
                                        lambda k: bar.advance(task, k))
     else:
         feats = compute_features(model, paths, preprocess, train_cfg.batch_size, device)
-    feats_t = torch.from_numpy(np.array(feats))
+    feats_t = _head_inputs(model, torch.from_numpy(np.array(feats)))
     targets = multi_hot(data.test.label_ids(ds.vocabulary), len(ds.vocabulary))
     metrics = evaluate(predict_features(model, feats_t, _greedy(ckpt.decode), best.thresholds), targets)
     best.metrics["test"] = metrics.to_dict()
