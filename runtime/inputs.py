@@ -5,11 +5,14 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
 from .preprocessing import MAX_PIXELS, PreprocessConfig, load_image, preprocess
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
@@ -64,13 +67,18 @@ def _load(paths: Sequence[Path], config: PreprocessConfig, max_pixels: int = MAX
     return Batch(ok, np.stack(arrays) if arrays else None, failed)
 
 
+def prefetch(chunks: Sequence[T], load: Callable[[T], R], workers: int = 2, ahead: int = 2) -> Iterator[R]:
+    """``load(chunk)`` for each chunk, in order, while the next ``ahead`` chunks load in ``workers`` threads."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending = [pool.submit(load, c) for c in chunks[:ahead]]
+        for i in range(len(chunks)):
+            if i + ahead < len(chunks):
+                pending.append(pool.submit(load, chunks[i + ahead]))
+            yield pending.pop(0).result()
+
+
 def prefetch_batches(paths: Sequence[Path], config: PreprocessConfig, batch_size: int,
                      workers: int = 2, ahead: int = 2, max_pixels: int = MAX_PIXELS) -> Iterator[Batch]:
     """Yield batches in order while the next ``ahead`` batches decode in ``workers`` threads."""
     chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        pending = [pool.submit(_load, c, config, max_pixels) for c in chunks[:ahead]]
-        for i in range(len(chunks)):
-            if i + ahead < len(chunks):
-                pending.append(pool.submit(_load, chunks[i + ahead], config, max_pixels))
-            yield pending.pop(0).result()
+    yield from prefetch(chunks, lambda c: _load(c, config, max_pixels), workers, ahead)

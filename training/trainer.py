@@ -418,9 +418,7 @@ def _final_test(out: Path, model: AnnotationModel, ckpt: CheckpointConfig, data:
     paths = [s.path for s in data.test.samples]
     if train_cfg.freeze_backbone:
         with _progress(show) as bar:
-            task = bar.add_task("features (test)", total=len(paths), status="")
-            feats, _ = cached_features(model, paths, preprocess, weights_id, cache_dir, train_cfg.batch_size, device,
-                                       lambda k: bar.advance(task, k))
+            feats = _cached(bar, "features (test)", model, paths, preprocess, weights_id, cache_dir, train_cfg, device)
     else:
         feats = compute_features(model, paths, preprocess, train_cfg.batch_size, device)
     feats_t = _head_inputs(model, torch.from_numpy(np.array(feats)))
