@@ -54,8 +54,10 @@ def select_entries(names: Sequence[str] | None) -> list[Entry]:
     return [known[n] for n in names]
 
 
-def _latency_ms(annotator, paths: list[Path], warmup: int = 5) -> dict[str, float]:
-    """JPEG file to labels, one image at a time (batch 1, greedy): median and p10/p90 in ms."""
+def _latency_ms(annotator, paths: list[Path], warmup: int = 5) -> dict[str, float] | None:
+    """JPEG file to labels, one image at a time (batch 1, greedy): median and p10/p90 in ms (None: no paths)."""
+    if not paths:
+        return None
     for p in paths[:warmup]:
         annotator.annotate([p])
     times = []
@@ -100,11 +102,12 @@ def run_entry(entry: Entry, data: Path, out_dir: Path, train_overrides: dict, gl
            "epochs": cfg.train.epochs, "best_epoch": cfg.metrics.get("best_epoch"),
            "seconds_per_epoch": statistics.mean(h["seconds"] for h in epochs) if epochs else None,
            "train_seconds": cfg.metrics.get("train_seconds"), "latency_ms": _latency_ms(annotator, latency_paths),
-           "train": asdict(cfg.train), "thresholds": cfg.thresholds}
+           "train": asdict(cfg.train), "thresholds": cfg.thresholds,
+           "data_info": {k: cfg.data[k] for k in ("fit_images", "val_images", "augmented") if k in cfg.data}}
     m = row["runtime"]
+    timing = f" {row['latency_ms']['median']:.1f} ms/img" if row["latency_ms"] else ""
     log(f"{entry.name:14s} per-class F1 {m['per_class/f1']:.4f} per-image F1 {m['per_image/f1']:.4f} N+ {m['N+']} "
-        f"(runtime vs PyTorch max gap {row['max_runtime_torch_gap']}) {row['seconds_per_epoch']:.1f} s/epoch "
-        f"{row['latency_ms']['median']:.1f} ms/img")
+        f"(runtime vs PyTorch max gap {row['max_runtime_torch_gap']}) {row['seconds_per_epoch']:.1f} s/epoch{timing}")
     return row
 
 

@@ -107,7 +107,7 @@ def latency(
               "image_size": preprocess.image_size, "cpu_count": cpu_count(), "threads": threads,
               "torch_threads": torch.get_num_threads(), "hardware": hardware,
               "encoder_gflops": graph_flops(bundles.get("fp32", next(iter(bundles.values()))) / "encoder.onnx") / 1e9,
-              "rows": [], "command": "corel-bench latency " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else ""}
+              "rows": [], "command": _command("latency")}
     log = lambda m: console.print(m, highlight=False, markup=False)
     variants = []
     if torch_eager:
@@ -136,6 +136,15 @@ def latency(
                               for name, b in bundles.items()}
     for path in write(result, out_dir):
         console.print(f"wrote {path}", highlight=False, markup=False)
+
+
+def _overrides(**values) -> dict:
+    """The TrainConfig fields given on the command line (None: corel-train's default)."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _command(name: str) -> str:
+    return f"corel-bench {name} " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else ""
 
 
 @app.command("accuracy")
@@ -177,22 +186,70 @@ def accuracy_cmd(
             data = out_dir / "synthetic-data"
             if not (data / "test.json").is_file():
                 generate(data, SynthConfig(images=400, labels=10, image_size=160, seed=0))
-        overrides = {k: v for k, v in (("epochs", epochs), ("image_size", image_size), ("augment_views", augment_views),
-                                       ("train_top", train_top), ("seed", seed)) if v is not None}
+        overrides = _overrides(epochs=epochs, image_size=image_size, augment_views=augment_views, train_top=train_top,
+                               seed=seed)
         result = run_accuracy(data, out_dir, entries, overrides, glove, cache_dir or default_cache_dir(),
                               latency_images, reuse, probe, log)
     except ValueError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2)
-    command = "corel-bench accuracy " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else ""
-    for path in write(result, out_dir, command=command):
+    for path in write(result, out_dir, command=_command("accuracy")):
+        log(f"wrote {path}")
+
+
+@app.command("augmentation")
+def augmentation_cmd(
+    data: list[Path] = typer.Option(..., help="Corel-layout directory; repeat the option to compare on several "
+                                    "(a subset of the photos, say)."),
+    augmented: Path = typer.Option(..., help="corel-augment's output (train_aug.json, images/) made from these "
+                                   "photos; offspring of photos a directory does not train on are never used."),
+    out_dir: Path = typer.Option(Path("bench-out/augmentation"), help="Checkpoints, bundles and the results "
+                                 "(augmentation.json/.md)."),
+    rows: str = typer.Option("sr-cnn-rnn", help="Comma-separated rows of corel-bench accuracy to compare."),
+    seeds: str = typer.Option("1,2,3", help="Comma-separated training seeds; each seed pairs a run without and "
+                              "one with the generated images."),
+    glove: Optional[Path] = typer.Option(None, help="GloVe text file for ml-gcn's label embeddings."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs (default: corel-train's)."),
+    image_size: Optional[int] = typer.Option(None, help="Input size (default: corel-train's)."),
+    augment_views: Optional[int] = typer.Option(None, help="Cached augmented views per image (default: "
+                                                "corel-train's)."),
+    train_top: Optional[int] = typer.Option(None, help="Backbone stages trained on the cache (default: "
+                                            "corel-train's)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache (default: corel-train's)."),
+    reuse: bool = typer.Option(False, "--reuse", help="Keep checkpoints already finished in --out-dir."),
+) -> None:
+    """Train each row with and without corel-augment's generated images, paired by seed, and write a table
+    of the test metrics (through the runtime) with the per-seed differences.
+
+    Exit codes: 0 done, 2 bad input."""
+    from training.features import default_cache_dir
+
+    from .augmentation import run_augmentation, write
+    from .accuracy import select_entries
+
+    log = lambda m: console.print(m, highlight=False, markup=False)
+    try:
+        entries = select_entries([r.strip() for r in rows.split(",") if r.strip()])
+        try:
+            seed_list = [int(v) for v in seeds.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"--seeds {seeds!r} is not a comma-separated list of integers") from None
+        if not seed_list:
+            raise ValueError("--seeds needs at least one seed")
+        overrides = _overrides(epochs=epochs, image_size=image_size, augment_views=augment_views, train_top=train_top)
+        result = run_augmentation(data, augmented, entries, seed_list, overrides, glove,
+                                  cache_dir or default_cache_dir(), out_dir, reuse, log)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2)
+    for path in write(result, out_dir, command=_command("augmentation")):
         log(f"wrote {path}")
 
 
 @app.callback()
 def main() -> None:
     """Benchmarks of corel-annotate: `corel-bench latency` measures speed side by side, `corel-bench accuracy`
-    trains and scores every method on real photos."""
+    trains and scores every method on real photos, `corel-bench augmentation` measures what ML-WGAN images add."""
 
 
 if __name__ == "__main__":

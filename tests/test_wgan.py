@@ -246,3 +246,53 @@ def test_training_refuses_augmented_images_with_another_vocabulary(synth_data, t
         train(synth_data, tmp_path / "x.ckpt", ModelConfig(method="cnn", num_labels=0), SequenceConfig(),
               DecodeConfig(), TrainConfig(epochs=1, image_size=128, augmented_dir=str(aug)),
               log=lambda _m: None, show_progress=False)
+
+
+def test_augmented_training_caches_photos_and_generated_images_apart(synth_data, tmp_path):
+    """The photos' features are cached under the same key as without --augmented (so adding generated
+    images reuses them), and each generated copy of a photo gets that photo's features."""
+    import shutil
+
+    from training.backbones import build_backbone
+    from training.config import DecodeConfig, ModelConfig, SequenceConfig, TrainConfig
+    from training.features import cache_key
+    from runtime.preprocessing import PreprocessConfig
+
+    samples = CorelDataset(synth_data).read("train").samples
+    aug = tmp_path / "aug"
+    (aug / "images").mkdir(parents=True)
+    shutil.copy(synth_data / "vocabulary.txt", aug / "vocabulary.txt")
+    chosen = samples[:5]
+    for s in chosen:
+        shutil.copy(s.path, aug / "images" / f"{Path(s.image_name).stem}_gan_0.jpeg")
+    (aug / "train_aug.json").write_text(json.dumps({"samples": [
+        {"image_name": f"{Path(s.image_name).stem}_gan_0.jpeg", "image_labels": list(s.labels)} for s in chosen]}))
+    cache = tmp_path / "cache"
+    from training.trainer import train
+
+    cfg = train(synth_data, tmp_path / "cnn.ckpt", ModelConfig(method="cnn", num_labels=0), SequenceConfig(),
+                DecodeConfig(), TrainConfig(epochs=1, image_size=128, seed=4, augment_views=1, train_top=0,
+                                            val_fraction=0.0, augmented_dir=str(aug)),
+                cache_dir=cache, log=lambda _m: None, show_progress=False)
+    assert cfg.data["augmented"]["images"] == 5
+    _, info = build_backbone(cfg.model.backbone, cfg.model.backbone_weights)
+    pre = PreprocessConfig.from_dict(cfg.preprocess)
+    gen_paths = [aug / "images" / f"{Path(s.image_name).stem}_gan_0.jpeg" for s in chosen]
+    photos = np.load(cache / f"{cache_key(cfg.model.backbone, info.weights_id, pre, 'pooled', [s.path for s in samples])}.npy")
+    generated = np.load(cache / f"{cache_key(cfg.model.backbone, info.weights_id, pre, 'pooled', gen_paths)}.npy")
+    assert photos.shape[0] == len(samples) and generated.shape[0] == 5
+    np.testing.assert_allclose(generated, photos[:5], atol=1e-5)
+
+
+def test_shuffle_makes_limit_pick_a_seeded_random_subset(data: Path, tmp_path: Path) -> None:
+    sources = CorelDataset(data).read("train").samples
+    cfg = replace(TINY, iterations=1, n_critic=1, per_image=1)  # seed 3: order 2, 1, 0
+    order = np.random.default_rng(cfg.seed).permutation(len(sources))[:2]
+    assert list(order) != [0, 1]
+    out = tmp_path / "aug"
+    augment_dataset(data, out, cfg, limit=2, device="cpu", log=lambda _m: None, show_progress=False, shuffle=True)
+    names = [s.image_name for s in CorelDataset(out).read("train_aug", strict=True).samples]
+    assert names == [f"{Path(sources[i].image_name).stem}_gan_0.jpeg" for i in order]
+    assert json.loads((out / "augment.json").read_text())["shuffle"] is True
+    with pytest.raises(ValueError, match="image order"):
+        augment_dataset(data, out, cfg, limit=2, resume=True, device="cpu", log=lambda _m: None, show_progress=False)

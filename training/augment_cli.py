@@ -21,6 +21,9 @@ def main(
                                       "vocabulary.txt, augment.json.")],
     per_image: Annotated[int, typer.Option(help="Images generated per training image.")] = 3,
     limit: Annotated[int | None, typer.Option(help="Only the first N training images (default: all).")] = None,
+    shuffle: Annotated[bool, typer.Option("--shuffle", help="Take the training images in a random order (from "
+                                          "--seed), so that --limit picks a random subset rather than the first "
+                                          "N of train.json, which is often sorted by label.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out: training images "
                                          "whose generated files all exist are skipped.")] = False,
     iterations: Annotated[int, typer.Option(help="Generator steps per image (each after --n-critic critic "
@@ -47,7 +50,7 @@ def main(
     try:
         cfg = WGANConfig(height=height, width=width, base_channels=base_channels, iterations=iterations,
                          n_critic=n_critic, lr=lr, batch_size=batch_size, per_image=per_image, seed=seed)
-        summary = augment_dataset(data, out, cfg, limit=limit, resume=resume, device=device,
+        summary = augment_dataset(data, out, cfg, limit=limit, resume=resume, device=device, shuffle=shuffle,
                                   log=lambda m: console.print(m, highlight=False, markup=False),
                                   show_progress=progress and sys.stderr.isatty())
     except ValueError as exc:

@@ -107,6 +107,14 @@ class PreparedData:
     lengths: np.ndarray
     rank: tuple[int, ...]
     info: dict = field(default_factory=dict)
+    generated: int = 0
+
+    def path_parts(self) -> list[list[Path]]:
+        """The training photos, then the generated images (if any): cached separately, so adding or
+        changing ``--augmented`` reuses the features of the photos."""
+        paths = [s.path for s in self.train.samples]
+        cut = len(paths) - self.generated
+        return [part for part in (paths[:cut], paths[cut:]) if part]
 
 
 def prepare_data(data_dir: Path, seq_cfg: SequenceConfig, train_cfg: TrainConfig, log: Log) -> tuple[CorelDataset, PreparedData]:
@@ -128,6 +136,7 @@ def prepare_data(data_dir: Path, seq_cfg: SequenceConfig, train_cfg: TrainConfig
     val_idx, fit_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     rank = label_rank(seq_cfg.ordering, [ids[i] for i in fit_idx], len(vocab))
     extra_info: dict = {}
+    generated_count = 0
     if train_cfg.augmented_dir:
         from .wgan import read_augmented
 
@@ -138,6 +147,7 @@ def prepare_data(data_dir: Path, seq_cfg: SequenceConfig, train_cfg: TrainConfig
         fit_idx = np.concatenate([fit_idx, np.arange(n, n + len(generated.samples))])
         ids = ids + generated.label_ids(vocab)
         train = CorelSplit(train.name, train.samples + generated.samples, train.report)
+        generated_count = len(generated.samples)
         extra_info = {"augmented": {"dir": train_cfg.augmented_dir, "images": len(generated.samples),
                                     "excluded_validation_sources": excluded}}
     enc = encode_sequences(ids, vocab, rank, seq_cfg.max_seq_len)
@@ -147,7 +157,8 @@ def prepare_data(data_dir: Path, seq_cfg: SequenceConfig, train_cfg: TrainConfig
     info = {"train": train.report.to_dict(), "test": test.report.to_dict() if test else None,
             "fit_images": int(fit_idx.size), "val_images": int(val_idx.size), "truncated_sequences": enc.truncated,
             **extra_info}
-    return ds, PreparedData(train, test, fit_idx, val_idx, multi_hot(ids, len(vocab)), enc.tokens, enc.lengths, rank, info)
+    return ds, PreparedData(train, test, fit_idx, val_idx, multi_hot(ids, len(vocab)), enc.tokens, enc.lengths, rank, info,
+                             generated_count)
 
 
 def _progress(enabled: bool) -> Progress:
@@ -224,15 +235,16 @@ def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceC
     model.to(device)
 
     paths = [s.path for s in data.train.samples]
+    parts = data.path_parts()
     augment = train_cfg.augment_config()
     feats_all, views = None, []
     if train_cfg.freeze_backbone:
         with _progress(show) as bar:
             for turn in ((0,) if not dist_info.enabled else (0, 1)):
                 if (dist_info.rank == 0) == (turn == 0):
-                    feats_all = _cached(bar, "features (train)", model, paths, preprocess, info.weights_id, cache_dir,
+                    feats_all = _cached(bar, "features (train)", model, parts, preprocess, info.weights_id, cache_dir,
                                         train_cfg, device)
-                    views = [_cached(bar, f"augmented view {v}/{augment.views}", model, paths, preprocess,
+                    views = [_cached(bar, f"augmented view {v}/{augment.views}", model, parts, preprocess,
                                      info.weights_id, cache_dir, train_cfg, device, augment, v)
                              for v in range(1, augment.views + 1)]
                 barrier(dist_info)
@@ -333,16 +345,18 @@ def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceC
     return ckpt
 
 
-def _cached(bar: Progress, label: str, model: AnnotationModel, paths: list[Path], preprocess: PreprocessConfig,
+def _cached(bar: Progress, label: str, model: AnnotationModel, parts: list[list[Path]], preprocess: PreprocessConfig,
             weights_id: str, cache_dir: Path, train_cfg: TrainConfig, device: str, augment: AugmentConfig | None = None,
             view: int = 0) -> np.ndarray:
-    """One cached feature set (plain or an augmented view), with a progress bar saying whether it was cached."""
-    task = bar.add_task(label, total=len(paths), status="")
+    """One feature set (plain or an augmented view) over the concatenated ``parts``, each part cached on
+    its own, with a progress bar saying whether it was cached."""
+    task = bar.add_task(label, total=sum(len(p) for p in parts), status="")
     t0 = time.perf_counter()
-    feats, hit = cached_features(model, paths, preprocess, weights_id, cache_dir, train_cfg.batch_size, device,
-                                 lambda k: bar.advance(task, k), augment, view)
-    bar.update(task, completed=len(paths), status="cached" if hit else f"{time.perf_counter() - t0:.1f}s")
-    return feats
+    found = [cached_features(model, p, preprocess, weights_id, cache_dir, train_cfg.batch_size, device,
+                             lambda k: bar.advance(task, k), augment, view) for p in parts]
+    hit = all(h for _, h in found)
+    bar.update(task, completed=sum(len(p) for p in parts), status="cached" if hit else f"{time.perf_counter() - t0:.1f}s")
+    return found[0][0] if len(found) == 1 else np.concatenate([f for f, _ in found])
 
 
 @torch.no_grad()
@@ -418,7 +432,7 @@ def _final_test(out: Path, model: AnnotationModel, ckpt: CheckpointConfig, data:
     paths = [s.path for s in data.test.samples]
     if train_cfg.freeze_backbone:
         with _progress(show) as bar:
-            feats = _cached(bar, "features (test)", model, paths, preprocess, weights_id, cache_dir, train_cfg, device)
+            feats = _cached(bar, "features (test)", model, [paths], preprocess, weights_id, cache_dir, train_cfg, device)
     else:
         feats = compute_features(model, paths, preprocess, train_cfg.batch_size, device)
     feats_t = _head_inputs(model, torch.from_numpy(np.array(feats)))

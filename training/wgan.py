@@ -272,8 +272,12 @@ class _Bar:
 
 
 def augment_dataset(data_dir: Path, out_dir: Path, cfg: WGANConfig, limit: int | None = None, resume: bool = False,
-                    device: str = "auto", log: Callable[[str], None] = print, show_progress: bool = True) -> dict:
+                    device: str = "auto", log: Callable[[str], None] = print, show_progress: bool = True,
+                    shuffle: bool = False) -> dict:
     """Train one WGAN per train image of ``data_dir`` (the first ``limit``) and write ``per_image`` images each.
+
+    ``shuffle`` takes the images in an order drawn from ``cfg.seed`` instead of file order, so
+    that ``limit`` picks a random subset (split files are often sorted by label).
 
     Writes ``out_dir/images/{stem}_gan_{k}.jpeg``, ``out_dir/train_aug.json``
     (labels copied from the source), ``out_dir/vocabulary.txt`` and
@@ -292,7 +296,8 @@ def augment_dataset(data_dir: Path, out_dir: Path, cfg: WGANConfig, limit: int |
     split = dataset.read("train")
     if split.report.num_skipped:
         log(split.report.summary())
-    samples = split.samples[:limit] if limit is not None else split.samples
+    order = np.random.default_rng(cfg.seed).permutation(len(split.samples)) if shuffle else range(len(split.samples))
+    samples = [split.samples[i] for i in order][:limit]
     if not samples:
         raise ValueError(f"{data_dir / 'train.json'}: no usable training samples")
     if out_dir.exists() and out_dir.resolve() == data_dir.resolve():
@@ -313,12 +318,13 @@ def augment_dataset(data_dir: Path, out_dir: Path, cfg: WGANConfig, limit: int |
             stored = json.loads((out_dir / RECORD).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{out_dir / RECORD}: cannot read the previous run's record ({exc})") from exc
-        if isinstance(stored, dict) and stored.get("config", cfg.to_dict()) != cfg.to_dict():
-            raise ValueError(f"{out_dir} was made with another WGAN config ({out_dir / RECORD}); "
+        if isinstance(stored, dict) and (stored.get("config", cfg.to_dict()) != cfg.to_dict()
+                                         or stored.get("shuffle", False) != shuffle):
+            raise ValueError(f"{out_dir} was made with another WGAN config or image order ({out_dir / RECORD}); "
                              "resume with the same settings or choose another directory")
         previous = stored.get("images", {}) if isinstance(stored, dict) else {}
     shutil.copyfile(data_dir / "vocabulary.txt", out_dir / "vocabulary.txt")
-    record = {"source": str(data_dir), "device": device, "config": cfg.to_dict(), "images": {}}
+    record = {"source": str(data_dir), "device": device, "config": cfg.to_dict(), "shuffle": shuffle, "images": {}}
     entries: list[dict] = []
     done = skipped = generated = 0
     start = time.perf_counter()
