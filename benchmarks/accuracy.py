@@ -208,13 +208,20 @@ def chart(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write(result: dict, out_dir: Path, stem: str = "accuracy", command: str = "") -> list[Path]:
+def write_tables(result: dict, out_dir: Path, stem: str, command: str,
+                 markdown_of: Callable[[dict, str], str]) -> list[Path]:
+    """``stem.json`` (the result with its command) and ``stem.md`` (``markdown_of`` the result)."""
     import json
 
     out_dir.mkdir(parents=True, exist_ok=True)
     result = {**result, "command": command}
-    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md", out_dir / f"{stem}.png"]
+    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md"]
     paths[0].write_text(json.dumps(result, indent=1))
-    paths[1].write_text(markdown(result, command))
+    paths[1].write_text(markdown_of(result, command))
+    return paths
+
+
+def write(result: dict, out_dir: Path, stem: str = "accuracy", command: str = "") -> list[Path]:
+    paths = write_tables(result, out_dir, stem, command, markdown) + [out_dir / f"{stem}.png"]
     chart(result, paths[2])
     return paths

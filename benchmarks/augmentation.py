@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .accuracy import Entry, run_entry
+from .accuracy import Entry, run_entry, write_tables
 
 SUMMARY_KEYS = ("per_class/precision", "per_class/recall", "per_class/f1", "per_image/precision",
                 "per_image/recall", "per_image/f1", "N+")
@@ -108,11 +108,4 @@ def markdown(result: dict, command: str = "") -> str:
 
 
 def write(result: dict, out_dir: Path, stem: str = "augmentation", command: str = "") -> list[Path]:
-    import json
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result = {**result, "command": command}
-    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md"]
-    paths[0].write_text(json.dumps(result, indent=1))
-    paths[1].write_text(markdown(result, command))
-    return paths
+    return write_tables(result, out_dir, stem, command, markdown)

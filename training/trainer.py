@@ -107,13 +107,12 @@ class PreparedData:
     lengths: np.ndarray
     rank: tuple[int, ...]
     info: dict = field(default_factory=dict)
-    generated: int = 0
 
     def path_parts(self) -> list[list[Path]]:
         """The training photos, then the generated images (if any): cached separately, so adding or
         changing ``--augmented`` reuses the features of the photos."""
         paths = [s.path for s in self.train.samples]
-        cut = len(paths) - self.generated
+        cut = len(paths) - self.info.get("augmented", {}).get("images", 0)
         return [part for part in (paths[:cut], paths[cut:]) if part]
 
 
@@ -136,7 +135,6 @@ def prepare_data(data_dir: Path, seq_cfg: SequenceConfig, train_cfg: TrainConfig
     val_idx, fit_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     rank = label_rank(seq_cfg.ordering, [ids[i] for i in fit_idx], len(vocab))
     extra_info: dict = {}
-    generated_count = 0
     if train_cfg.augmented_dir:
         from .wgan import read_augmented
 
@@ -147,7 +145,6 @@ def prepare_data(data_dir: Path, seq_cfg: SequenceConfig, train_cfg: TrainConfig
         fit_idx = np.concatenate([fit_idx, np.arange(n, n + len(generated.samples))])
         ids = ids + generated.label_ids(vocab)
         train = CorelSplit(train.name, train.samples + generated.samples, train.report)
-        generated_count = len(generated.samples)
         extra_info = {"augmented": {"dir": train_cfg.augmented_dir, "images": len(generated.samples),
                                     "excluded_validation_sources": excluded}}
     enc = encode_sequences(ids, vocab, rank, seq_cfg.max_seq_len)
@@ -157,8 +154,7 @@ def prepare_data(data_dir: Path, seq_cfg: SequenceConfig, train_cfg: TrainConfig
     info = {"train": train.report.to_dict(), "test": test.report.to_dict() if test else None,
             "fit_images": int(fit_idx.size), "val_images": int(val_idx.size), "truncated_sequences": enc.truncated,
             **extra_info}
-    return ds, PreparedData(train, test, fit_idx, val_idx, multi_hot(ids, len(vocab)), enc.tokens, enc.lengths, rank, info,
-                             generated_count)
+    return ds, PreparedData(train, test, fit_idx, val_idx, multi_hot(ids, len(vocab)), enc.tokens, enc.lengths, rank, info)
 
 
 def _progress(enabled: bool) -> Progress:
