@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from .backbones import DEFAULT_CANDIDATES
+
 console = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=False)
 
@@ -157,8 +159,9 @@ def accuracy_cmd(
                                          "(without it they are trainable)."),
     rows: str = typer.Option("", help="Comma-separated rows to run (default all: "
                              "cnn-bce,cnn-focal,cnn-asl,ml-gcn-asl,ria,sr-cnn-rnn,attention,attention-mla)."),
+    preset: str = typer.Option("fast", help="corel-train's --preset: the backbone and input size."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs (default: corel-train's)."),
-    image_size: Optional[int] = typer.Option(None, help="Input size (default: corel-train's)."),
+    image_size: Optional[int] = typer.Option(None, help="Input size (default: the preset's)."),
     augment_views: Optional[int] = typer.Option(None, help="Cached augmented views per photo (default: "
                                                 "corel-train's; 0 for the ablation without augmentation)."),
     train_top: Optional[int] = typer.Option(None, help="Backbone stages trained on the cache (default: "
@@ -169,6 +172,11 @@ def accuracy_cmd(
     reuse: bool = typer.Option(False, "--reuse", help="Keep checkpoints already finished in --out-dir "
                                "instead of training them again."),
     probe: bool = typer.Option(True, "--probe/--no-probe", help="Add the linear-probe baseline row."),
+    two_stage: bool = typer.Option(True, "--two-stage/--one-stage", help="Two-stage: cnn-asl trains first and "
+                                   "every other row trains only its head on cnn-asl's frozen backbone "
+                                   "(corel-train --backbone-from). One-stage: every row trains its own top stages."),
+    head_epochs: Optional[int] = typer.Option(None, help="Two-stage: epochs of the head-only rows (default: "
+                                              "corel-train's with --backbone-from)."),
 ) -> None:
     """Train every method with corel-train's defaults, export each, evaluate each through the runtime and
     write the reference's table (per-class and per-image P/R/F1, N+, mAP, s/epoch, ms/img) with a chart.
@@ -177,10 +185,13 @@ def accuracy_cmd(
     from training.features import default_cache_dir
     from training.synth import SynthConfig, generate
 
+    from training.config import HEAD_ONLY_EPOCHS, resolve_preset
+
     from .accuracy import run_accuracy, select_entries, write
 
     log = lambda m: console.print(m, highlight=False, markup=False)
     try:
+        backbone, image_size = resolve_preset(preset, None, image_size)
         entries = select_entries([r.strip() for r in rows.split(",") if r.strip()])
         if data is None:
             data = out_dir / "synthetic-data"
@@ -189,7 +200,8 @@ def accuracy_cmd(
         overrides = _overrides(epochs=epochs, image_size=image_size, augment_views=augment_views, train_top=train_top,
                                seed=seed)
         result = run_accuracy(data, out_dir, entries, overrides, glove, cache_dir or default_cache_dir(),
-                              latency_images, reuse, probe, log)
+                              latency_images, reuse, probe, log, backbone,
+                              (head_epochs or HEAD_ONLY_EPOCHS) if two_stage else None)
     except ValueError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2)
@@ -244,6 +256,73 @@ def augmentation_cmd(
         raise typer.Exit(2)
     for path in write(result, out_dir, command=_command("augmentation")):
         log(f"wrote {path}")
+
+
+@app.command("backbones")
+def backbones_cmd(
+    data: Optional[Path] = typer.Option(None, help="Corel-layout directory. Default: a synthetic dataset made in "
+                                        "--out-dir."),
+    out_dir: Path = typer.Option(Path("bench-out/backbones"), help="One folder per candidate, and the results "
+                                 "(backbones.json/.md)."),
+    candidates: str = typer.Option(",".join(DEFAULT_CANDIDATES), help="Comma-separated BACKBONE@SIZE."),
+    row: str = typer.Option("cnn-asl", help="The corel-bench accuracy row trained on every candidate."),
+    glove: Optional[Path] = typer.Option(None, help="GloVe text file (for an ml-gcn row)."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs (default: corel-train's)."),
+    augment_views: int = typer.Option(0, help="Cached augmented views per photo (0: the plain photos only)."),
+    train_top: int = typer.Option(0, help="Backbone stages trained on the cache (0: frozen features, the head only)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache (default: corel-train's)."),
+    latency_images: int = typer.Option(50, help="Test photos timed one by one, JPEG file to labels."),
+    reuse: bool = typer.Option(False, "--reuse", help="Keep checkpoints already finished in --out-dir."),
+) -> None:
+    """Accuracy against per-image cost for each backbone and input size: the measurement behind corel-train's
+    --preset.
+
+    Exit codes: 0 done, 2 bad input."""
+    from training.features import default_cache_dir
+    from training.synth import SynthConfig, generate
+
+    from .accuracy import select_entries, write_tables
+    from .backbones import markdown, parse_candidates, run_backbones
+
+    log = lambda m: console.print(m, highlight=False, markup=False)
+    try:
+        pairs = parse_candidates(candidates)
+        (entry,) = select_entries([row])
+        if data is None:
+            data = out_dir / "synthetic-data"
+            if not (data / "test.json").is_file():
+                generate(data, SynthConfig(images=400, labels=10, image_size=160, seed=0))
+        overrides = _overrides(epochs=epochs, augment_views=augment_views, train_top=train_top)
+        result = run_backbones(data, out_dir, pairs, entry, overrides, glove, cache_dir or default_cache_dir(),
+                               latency_images, reuse, log)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2)
+    for path in write_tables(result, out_dir, "backbones", _command("backbones"), markdown):
+        log(f"wrote {path}")
+
+
+@app.command("subset")
+def subset_cmd(
+    source: Path = typer.Argument(..., help="Corel-layout directory to draw from."),
+    out: Path = typer.Argument(..., help="New directory for the subset (must not exist or be empty)."),
+    train: int = typer.Option(300, help="Training photos to draw."),
+    seed: int = typer.Option(0, help="Seed of the draw."),
+) -> None:
+    """Cut a small long-tailed data set from SOURCE: TRAIN random training photos, the labels they carry,
+    and SOURCE's test photos restricted to those labels (images linked, not copied).
+
+    Exit codes: 0 written, 2 bad input."""
+    from .subset import make_subset
+
+    try:
+        info = make_subset(source, out, train, seed)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2)
+    console.print(f"wrote {out}: {info.train_images} training photos, {info.labels} labels "
+                  f"({info.labels_with_1_to_5_train_photos} with 1-5 training photos), {info.test_images} test photos",
+                  highlight=False, markup=False)
 
 
 @app.callback()

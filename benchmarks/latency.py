@@ -137,7 +137,8 @@ class TorchVariant:
 
         def run():
             batch = np.stack([decode_jpeg(j, self.config) for j in jpegs])
-            return predict_images(self.model, batch, decode_config, self.cfg.thresholds)
+            return predict_images(self.model, batch, decode_config, self.cfg.thresholds, self.cfg.top_k,
+                                  self.cfg.min_labels)
         return run
 
 

@@ -73,10 +73,12 @@ def linear_probe(data: Path, backbone: str = "tf_efficientnet_lite0", weights: s
     w, b = fit_logistic(np.asarray(x_train), y_train, c)
     fit_s = time.perf_counter() - t0
     scores = 1.0 / (1.0 + np.exp(-(np.asarray(x_test, dtype=np.float64) @ w + b)))
-    metrics: AnnotationMetrics = annotation_metrics(y_test, (scores >= 0.5).astype(np.uint8), scores)
+    predictions = (scores >= 0.5).astype(np.uint8)
+    metrics: AnnotationMetrics = annotation_metrics(y_test, predictions, scores)
     return {"data": str(data), "backbone": backbone, "image_size": image_size, "C": c,
             "train_images": len(train.samples), "test_images": len(test.samples),
-            "feature_seconds": round(features_s, 2), "fit_seconds": round(fit_s, 2), "metrics": metrics.to_dict()}
+            "feature_seconds": round(features_s, 2), "fit_seconds": round(fit_s, 2), "metrics": metrics.to_dict(),
+            "label_sets": [[int(i) for i in np.flatnonzero(row)] for row in predictions]}
 
 
 @app.command()

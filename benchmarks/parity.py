@@ -33,7 +33,7 @@ app = typer.Typer(add_completion=False, help=__doc__)
 
 def torch_labels(model, cfg, batch: np.ndarray, beam_width: int = 1) -> tuple[list[list[int]], np.ndarray | None]:
     decode_config = DecodeConfig(beam_width=beam_width, max_len=cfg.decode.max_len, forbid_repeat=cfg.decode.forbid_repeat)
-    p = predict_images(model, batch, decode_config, cfg.thresholds)
+    p = predict_images(model, batch, decode_config, cfg.thresholds, cfg.top_k, cfg.min_labels)
     return p.label_sets, p.scores
 
 

@@ -115,11 +115,11 @@ class Annotator:
     def labels_from_scores(self, probs: np.ndarray, top_k: int | None = None,
                            threshold: float | None = None) -> list[Annotation]:
         """Score-based bundles: labels whose score reaches the threshold (per label from the manifest,
-        or one ``threshold`` for all), best first, at most ``top_k``."""
+        or one ``threshold`` for all), best first, at most ``top_k``, at least the manifest's ``min_labels``."""
         scoring = self.manifest.scoring
         assert scoring is not None
         thresholds = [threshold] * len(self.vocabulary) if threshold is not None else list(scoring.thresholds)
-        chosen = select_labels(probs, thresholds, top_k if top_k is not None else scoring.top_k)
+        chosen = select_labels(probs, thresholds, top_k if top_k is not None else scoring.top_k, scoring.min_labels)
         return [Annotation(self.vocabulary.decode(ids), [float(probs[i, j]) for j in ids], ids)
                 for i, ids in enumerate(chosen)]
 

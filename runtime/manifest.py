@@ -70,10 +70,12 @@ class DecodingSpec:
 
 @dataclass(frozen=True)
 class ScoringSpec:
-    """Score-based bundles: per-label thresholds on sigmoid scores and an optional top-k cap."""
+    """Score-based bundles: per-label thresholds on sigmoid scores, an optional top-k cap and a floor of
+    labels per image (the best-scored ones when fewer reach their thresholds)."""
 
     thresholds: tuple[float, ...]
     top_k: int | None = None
+    min_labels: int = 0
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,8 @@ class BundleManifest:
             manifest = cls(
                 method=method, vocabulary=tuple(data["vocabulary"]), preprocess=dict(data["preprocess"]), graphs=graphs,
                 decoding=DecodingSpec(**data["decoding"]) if data.get("decoding") else None,
-                scoring=ScoringSpec(tuple(float(t) for t in data["scoring"]["thresholds"]), data["scoring"].get("top_k"))
+                scoring=ScoringSpec(tuple(float(t) for t in data["scoring"]["thresholds"]), data["scoring"].get("top_k"),
+                                    int(data["scoring"].get("min_labels", 0)))
                 if data.get("scoring") else None,
                 precision=str(data.get("precision", "fp32")), opset=int(data.get("opset", 17)),
                 versions=dict(data.get("versions", {})), files={str(k): str(v) for k, v in data.get("files", {}).items()},

@@ -1,4 +1,5 @@
-"""Scores to labels for score-based bundles (cnn, ml-gcn): thresholds, then an optional top-k cap."""
+"""Scores to labels for score-based bundles (cnn, ml-gcn): thresholds, an optional top-k cap and an optional
+floor of labels per image.  PyTorch evaluation and every runtime path go through :func:`select_labels`."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -12,14 +13,18 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
 
 
 def select_labels(probs: np.ndarray, thresholds: Sequence[float] | np.ndarray,
-                  top_k: int | None = None) -> list[list[int]]:
-    """Per image, the label ids whose score reaches that label's threshold, best first, at most ``top_k``."""
+                  top_k: int | None = None, min_labels: int = 0) -> list[list[int]]:
+    """Per image, the label ids whose score reaches that label's threshold, best first, at most ``top_k``
+    (None or 0: no cap); an image with fewer than ``min_labels`` such labels gets its ``min_labels``
+    best-scored labels instead (every training image has a label, so an empty answer is never right)."""
     thr = np.asarray(thresholds, dtype=np.float32)
     out = []
     for row in probs:
         ids = np.flatnonzero(row >= thr)
         ids = ids[np.argsort(-row[ids], kind="stable")]
-        if top_k is not None:
+        if top_k:
             ids = ids[:top_k]
+        if ids.size < min_labels:
+            ids = np.argsort(-row, kind="stable")[:min_labels]
         out.append([int(i) for i in ids])
     return out

@@ -1,15 +1,22 @@
-"""Per-label decision thresholds for score-based models, tuned on a validation split.
+"""Decision thresholds for score-based models, tuned on a validation split.
 
-For each label the threshold on its sigmoid score is chosen from a grid to maximise that label's
-Matthews correlation coefficient (the reference's best variant) or F1 on validation data; a
-label without positives (or negatives) there keeps 0.5.  The thresholds are stored in the
-checkpoint and the bundle manifest, and the runtime applies them.
+``balanced`` (the default) chooses one threshold for every label, the one that maximises the mean of
+per-class and per-image F1 on validation data, with at most as many labels per image as a training
+image has and at least one.  On Corel-5k (260 labels, a 449-photo validation split where most labels
+have a handful of positives or none) it beats per-label tuning on the test split: per-label thresholds
+fit those few validation photos and flood every image with rare labels.
+
+``mcc`` and ``f1`` choose each label's threshold from a grid to maximise that label's Matthews
+correlation coefficient (the reference's best variant) or F1; a label without positives (or negatives)
+there keeps 0.5.  The thresholds are stored in the checkpoint and the bundle manifest, and the runtime
+applies them.
 """
 from __future__ import annotations
 
 import numpy as np
 
 METRICS = ("mcc", "f1")
+TUNINGS = ("balanced", "mcc", "f1", "none")
 GRID = np.round(np.arange(0.05, 0.951, 0.025), 4)
 
 
@@ -55,3 +62,22 @@ def tune_thresholds(scores: np.ndarray, targets: np.ndarray, metric: str = "mcc"
                 best, best_value = t, value
         out[label] = best
     return out
+
+
+def balanced_threshold(scores: np.ndarray, targets: np.ndarray, top_k: int = 0, min_labels: int = 0,
+                       grid: np.ndarray = GRID) -> float:
+    """The one threshold (from ``grid``) maximising the mean of per-class and per-image F1 of the label sets
+    that :func:`runtime.scoring.select_labels` makes with it; ties go to the threshold nearest 0.5."""
+    from .metrics import annotation_metrics, label_sets_to_matrix
+    from .scoring import select_labels
+
+    if scores.shape != targets.shape or scores.ndim != 2:
+        raise ValueError(f"scores {scores.shape} and targets {targets.shape} must be the same [N, L] shape")
+    best, best_value = 0.5, -np.inf
+    for t in sorted(grid, key=lambda t: (abs(t - 0.5), t)):
+        chosen = select_labels(scores, [float(t)] * scores.shape[1], top_k, min_labels)
+        m = annotation_metrics(targets, label_sets_to_matrix(chosen, scores.shape[1]))
+        value = (m.per_class_f1 + m.per_image_f1) / 2
+        if value > best_value:
+            best, best_value = float(t), value
+    return best

@@ -30,7 +30,7 @@ def split_and_vocab(data):
 def torch_predictions(model, cfg, images: np.ndarray, beam_width: int) -> tuple[list[list[int]], np.ndarray | None]:
     """The PyTorch reference path from preprocessed images to label sets (and scores)."""
     config = DecodeConfig(beam_width=beam_width, max_len=cfg.decode.max_len, forbid_repeat=cfg.decode.forbid_repeat)
-    p = predict_images(model, images, config, cfg.thresholds)
+    p = predict_images(model, images, config, cfg.thresholds, cfg.top_k, cfg.min_labels)
     return p.label_sets, p.scores
 
 

@@ -45,5 +45,44 @@ def test_trained_thresholds_reach_the_bundle(bundles):
         cfg, _ = load_checkpoint(ckpt)
         manifest = json.loads((bundle / "manifest.json").read_text())
         assert manifest["scoring"]["thresholds"] == pytest.approx(cfg.thresholds)
-        assert len(cfg.thresholds) == len(cfg.vocabulary)
-        assert any(abs(t - 0.5) > 1e-6 for t in cfg.thresholds), "thresholds were tuned on validation data"
+        assert len(cfg.thresholds) == len(cfg.vocabulary) and len(set(cfg.thresholds)) == 1  # balanced: one threshold
+        # at most as many labels as a training image has (the synthetic photos carry 1-4), at least one
+        assert manifest["scoring"]["top_k"] == cfg.top_k == 4 and manifest["scoring"]["min_labels"] == cfg.min_labels == 1
+        from runtime.annotator import Annotator
+
+        annotator = Annotator.load(bundle)
+        assert (annotator.manifest.scoring.top_k, annotator.manifest.scoring.min_labels) == (4, 1)
+        probs = np.zeros((2, len(cfg.vocabulary)), dtype=np.float32)
+        probs[0, :6] = 0.99  # six labels above any threshold: capped at 4
+        probs[1, 3] = 1e-3  # none above: the floor keeps the best one
+        chosen = annotator.labels_from_scores(probs)
+        assert [len(a.label_ids) for a in chosen] == [4, 1] and chosen[1].label_ids == [3]
+
+
+def test_balanced_threshold_is_the_grid_optimum():
+    from runtime.metrics import annotation_metrics, label_sets_to_matrix
+    from runtime.scoring import select_labels
+    from runtime.thresholds import balanced_threshold
+
+    rng = np.random.default_rng(2)
+    targets = rng.random((120, 9)) < np.linspace(0.05, 0.5, 9)  # rare to common labels
+    scores = np.clip(targets * 0.3 + rng.random((120, 9)) * 0.7, 0, 1).astype(np.float32)
+
+    def value(t):
+        m = annotation_metrics(targets, label_sets_to_matrix(select_labels(scores, [t] * 9, 3, 1), 9))
+        return (m.per_class_f1 + m.per_image_f1) / 2
+
+    chosen = balanced_threshold(scores, targets, top_k=3, min_labels=1)
+    assert chosen in GRID and value(chosen) == pytest.approx(max(value(t) for t in GRID))
+
+
+def test_select_labels_cap_and_floor():
+    from runtime.scoring import select_labels
+
+    probs = np.array([[0.9, 0.8, 0.7, 0.1], [0.2, 0.1, 0.3, 0.05], [0.6, 0.2, 0.1, 0.0]], dtype=np.float32)
+    thr = [0.5] * 4
+    assert select_labels(probs, thr) == [[0, 1, 2], [], [0]]
+    assert select_labels(probs, thr, top_k=2) == [[0, 1], [], [0]]
+    # the floor fills an image that has too few labels above threshold with its best-scored ones
+    assert select_labels(probs, thr, top_k=2, min_labels=1) == [[0, 1], [2], [0]]
+    assert select_labels(probs, thr, min_labels=2) == [[0, 1, 2], [2, 0], [0, 1]]

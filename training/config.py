@@ -27,6 +27,32 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     return cls(**kwargs)
 
 
+@dataclass(frozen=True)
+class Preset:
+    """A named backbone and input size, so users pick a speed/accuracy trade-off rather than a model name."""
+
+    name: str
+    backbone: str
+    image_size: int
+    summary: str
+
+
+PRESETS = {
+    "fast": Preset("fast", "tf_efficientnet_lite0", 224, "EfficientNet-Lite0 at 224 px (the default)"),
+    "accurate": Preset("accurate", "tf_efficientnet_lite2", 260, "EfficientNet-Lite2 at its native 260 px"),
+}
+DEFAULT_PRESET = "fast"
+HEAD_ONLY_EPOCHS = 40  # default epochs with --backbone-from, where an epoch trains the head alone
+
+
+def resolve_preset(name: str, backbone: str | None, image_size: int | None) -> tuple[str, int]:
+    """The backbone and input size to train with: the preset's, each overridden when given explicitly."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    return backbone or preset.backbone, image_size or preset.image_size
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild a model's modules (weights come from the state dict)."""
@@ -118,11 +144,12 @@ class TrainConfig:
     strict_data: bool = False
     glove_path: str = ""
     grad_clip: float = 5.0
-    threshold_tuning: str = "f1"
+    threshold_tuning: str = "balanced"
     augment_views: int = 4
     train_top: int = 2
     augmented_dir: str = ""
     augment_min_scale: float = 0.35
+    backbone_from: str = ""
 
     def __post_init__(self) -> None:
         self.augment_config()
@@ -134,8 +161,8 @@ class TrainConfig:
             raise ValueError("learning rates must be positive")
         if self.train_top < 0:
             raise ValueError("--train-top counts backbone stages: 0 or more")
-        if self.threshold_tuning not in ("mcc", "f1", "none"):
-            raise ValueError(f"unknown threshold tuning {self.threshold_tuning!r}; choose mcc, f1 or none")
+        if self.threshold_tuning not in ("balanced", "mcc", "f1", "none"):
+            raise ValueError(f"unknown threshold tuning {self.threshold_tuning!r}; choose balanced, mcc, f1 or none")
 
     def augment_config(self) -> AugmentConfig:
         """Random resized crops (area ``augment_min_scale``..1) and flips; ``augment_views`` cached
@@ -158,6 +185,8 @@ class CheckpointConfig:
     data: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     thresholds: list[float] = field(default_factory=list)
+    top_k: int = 0
+    min_labels: int = 0
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -177,4 +206,6 @@ class CheckpointConfig:
             data=dict(data.get("data", {})),
             versions=dict(data.get("versions", {})),
             thresholds=list(data.get("thresholds", [])),
+            top_k=int(data.get("top_k", 0)),
+            min_labels=int(data.get("min_labels", 0)),
         )

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from runtime.metrics import AnnotationMetrics, annotation_metrics, label_sets_to_matrix
+from runtime.scoring import select_labels
 
 from .config import DecodeConfig
 from .decoding import decode
@@ -25,8 +26,10 @@ class Predictions:
 
 @torch.no_grad()
 def predict_features(model: AnnotationModel, feats: torch.Tensor, decode_config: DecodeConfig,
-                     thresholds: Sequence[float] | None = None, batch_size: int = 64) -> Predictions:
-    """Predict from head inputs (cached features), batch by batch, in eval mode."""
+                     thresholds: Sequence[float] | None = None, batch_size: int = 64, top_k: int = 0,
+                     min_labels: int = 0) -> Predictions:
+    """Predict from head inputs (cached features), batch by batch, in eval mode; score models choose labels
+    as the runtime does (thresholds, ``top_k`` cap, ``min_labels`` floor)."""
     was_training = model.training
     model.eval()
     num_labels = model.config.num_labels
@@ -42,7 +45,7 @@ def predict_features(model: AnnotationModel, feats: torch.Tensor, decode_config:
                 probs = torch.sigmoid(model.logits(chunk)).float().cpu().numpy()
                 thr = np.asarray(thresholds if thresholds else [0.5] * num_labels, dtype=np.float32)
                 all_scores.append(probs)
-                sets.extend([int(i) for i in np.flatnonzero(row >= thr)] for row in probs)
+                sets.extend(select_labels(probs, thr, top_k, min_labels))
     finally:
         model.train(was_training)
     scores = np.concatenate(all_scores) if all_scores else None
@@ -51,10 +54,11 @@ def predict_features(model: AnnotationModel, feats: torch.Tensor, decode_config:
 
 @torch.no_grad()
 def predict_images(model: AnnotationModel, images: np.ndarray, decode_config: DecodeConfig,
-                   thresholds: Sequence[float] | None = None) -> Predictions:
+                   thresholds: Sequence[float] | None = None, top_k: int = 0, min_labels: int = 0) -> Predictions:
     """The PyTorch reference path from preprocessed images ``[B, 3, S, S]`` to labels (eval mode)."""
     model.eval()
-    return predict_features(model, model.features(torch.from_numpy(images)), decode_config, thresholds)
+    return predict_features(model, model.features(torch.from_numpy(images)), decode_config, thresholds,
+                            top_k=top_k, min_labels=min_labels)
 
 
 def evaluate(predictions: Predictions, targets: np.ndarray) -> AnnotationMetrics:

@@ -1,6 +1,7 @@
 """The training loop: data, cached features, optimisation, validation, checkpoints, resume."""
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from runtime.dataset import CorelDataset, CorelSplit
 from runtime.preprocessing import PreprocessConfig, load_image, preprocess_file
-from runtime.thresholds import tune_thresholds
+from runtime.thresholds import balanced_threshold, tune_thresholds
 
 from .augment import AugmentConfig, augment_image
 from .backbones import build_backbone
@@ -81,15 +82,19 @@ class ViewDataset(Dataset):
 
 
 class LossModule(nn.Module):
-    """Wraps ``model.loss`` as ``forward`` so DistributedDataParallel can synchronise its gradients."""
+    """Wraps ``model.loss`` as ``forward`` so DistributedDataParallel can synchronise its gradients.
+    ``x`` is images, cached features, or (``head_inputs``) features already through the frozen top."""
 
-    def __init__(self, model: AnnotationModel, from_images: bool) -> None:
+    def __init__(self, model: AnnotationModel, from_images: bool, head_inputs: bool = False) -> None:
         super().__init__()
-        self.model, self.from_images = model, from_images
+        self.model, self.from_images, self.head_inputs = model, from_images, head_inputs
         self.last_logs: dict[str, float] = {}
 
     def forward(self, x, targets, tokens, lengths):
-        feats = self.model.features(x) if self.from_images else self.model.head_inputs_from_cache(x)
+        if self.head_inputs:
+            feats = x
+        else:
+            feats = self.model.features(x) if self.from_images else self.model.head_inputs_from_cache(x)
         loss, self.last_logs = self.model.loss(feats, {"targets": targets, "tokens": tokens, "lengths": lengths})
         return loss
 
@@ -228,6 +233,8 @@ def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceC
             log(f"{model_cfg.backbone} has no stages to split (not EfficientNet/MobileNet-style): "
                 "only the head trains (--train-top 0)")
             train_cfg.train_top = 0
+    adapted = bool(train_cfg.backbone_from) and _adopt_backbone(model, Path(train_cfg.backbone_from), model_cfg,
+                                                                 train_cfg, preprocess, data, log)
     model.to(device)
 
     paths = [s.path for s in data.train.samples]
@@ -250,9 +257,15 @@ def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceC
     tokens_t = torch.from_numpy(data.tokens)
     lengths_t = torch.from_numpy(data.lengths)
     fit = torch.from_numpy(data.fit_idx)
-    if train_cfg.freeze_backbone and views:
-        dataset: Dataset = ViewDataset([np.array(feats_all)] + [np.array(v) for v in views], data.fit_idx,
+    if adapted:
+        # the adopted top stages are frozen: run them once over every cached view, then train the head alone
+        t0 = time.perf_counter()
+        dataset: Dataset = ViewDataset([_adopted_inputs(model, f) for f in [feats_all, *views]], data.fit_idx,
                                        targets_t, tokens_t, lengths_t)
+        log(f"head inputs of {1 + len(views)} view(s) through the adopted top stages: {time.perf_counter() - t0:.1f}s")
+    elif train_cfg.freeze_backbone and views:
+        dataset = ViewDataset([np.array(feats_all)] + [np.array(v) for v in views], data.fit_idx,
+                              targets_t, tokens_t, lengths_t)
     elif train_cfg.freeze_backbone:
         feats_t = torch.from_numpy(np.array(feats_all))
         dataset = TensorDataset(feats_t[fit], targets_t[fit], tokens_t[fit], lengths_t[fit])
@@ -272,7 +285,7 @@ def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceC
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups],
                                                     epochs=train_cfg.epochs, steps_per_epoch=max(1, len(loader)),
                                                     pct_start=train_cfg.pct_start)
-    wrapped: nn.Module = LossModule(model, from_images=not train_cfg.freeze_backbone)
+    wrapped: nn.Module = LossModule(model, from_images=not train_cfg.freeze_backbone, head_inputs=adapted)
     if dist_info.enabled:
         wrapped = DistributedDataParallel(wrapped, device_ids=[dist_info.local_rank] if device.startswith("cuda") else None)
 
@@ -335,7 +348,8 @@ def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceC
 
     if dist_info.is_main:
         ckpt.metrics["train_seconds"] = round(time.perf_counter() - started, 2)
-        _tune_thresholds(out, model, ckpt, val_feats, val_targets, train_cfg, log)
+        _tune_thresholds(out, model, ckpt, val_feats, val_targets, train_cfg,
+                         int(data.targets[data.fit_idx].sum(axis=1).max()), log)
         _final_test(out, model, ckpt, data, ds, preprocess, info.weights_id, cache_dir, train_cfg, device, log, show)
     barrier(dist_info)
     return ckpt
@@ -353,6 +367,45 @@ def _cached(bar: Progress, label: str, model: AnnotationModel, parts: list[list[
     hit = all(h for _, h in found)
     bar.update(task, completed=sum(len(p) for p in parts), status="cached" if hit else f"{time.perf_counter() - t0:.1f}s")
     return found[0][0] if len(found) == 1 else np.concatenate([f for f, _ in found])
+
+
+def _adopt_backbone(model: AnnotationModel, source: Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
+                    preprocess: PreprocessConfig, data: PreparedData, log: Log) -> bool:
+    """``--backbone-from``: take the whole backbone (its trained top stages included) from another checkpoint
+    of the same data, then freeze it, so only this method's head trains (the two-stage recipe of RIA and
+    SR-CNN-RNN: adapt the CNN to the labels first, then train the decoder on its features)."""
+    from .checkpoint import load_checkpoint
+
+    if not train_cfg.freeze_backbone:
+        raise ValueError("--backbone-from trains the head on a frozen backbone; it cannot go with --finetune")
+    src, payload = load_checkpoint(source)
+    mine = {"backbone": model_cfg.backbone, "backbone weights": model_cfg.backbone_weights,
+            "preprocessing": preprocess.to_dict(), "--train-top": train_cfg.train_top, "--seed": train_cfg.seed,
+            "--val-fraction": train_cfg.val_fraction, "training images": data.info["fit_images"]}
+    theirs = {"backbone": src.model.backbone, "backbone weights": src.model.backbone_weights,
+              "preprocessing": src.preprocess, "--train-top": src.train.train_top, "--seed": src.train.seed,
+              "--val-fraction": src.train.val_fraction, "training images": src.data.get("fit_images")}
+    for key, value in mine.items():
+        if json.dumps(theirs[key], sort_keys=True) != json.dumps(value, sort_keys=True):
+            raise ValueError(f"{source}: --backbone-from needs a checkpoint trained with the same {key} "
+                             f"(it has {theirs[key]!r}, this run {value!r}); a different split would leak "
+                             "validation photos and a different bottom would not match the feature cache")
+    prefix = "backbone."
+    state = {k[len(prefix):]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)}
+    model.backbone.load_state_dict(state)
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    data.info["backbone_from"] = {"checkpoint": str(source), "method": src.model.method,
+                                  "best_epoch": src.metrics.get("best_epoch")}
+    log(f"backbone from {source} ({src.model.method}, {src.model.backbone}); only the {model_cfg.method} head trains")
+    return True
+
+
+def _adopted_inputs(model: AnnotationModel, cached: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Cached bottom-stage features through the frozen top stages, stored as float16 head inputs."""
+    return np.concatenate([
+        _head_inputs(model, torch.from_numpy(np.array(cached[i:i + batch_size], dtype=np.float32))).numpy()
+        .astype(np.float16) for i in range(0, len(cached), batch_size)])
 
 
 @torch.no_grad()
@@ -402,19 +455,25 @@ def _resume(last: Path, model: nn.Module, optimizer, scheduler, ckpt: Checkpoint
 
 
 def _tune_thresholds(out: Path, model: AnnotationModel, ckpt: CheckpointConfig, val_feats: torch.Tensor | None,
-                     val_targets: np.ndarray, train_cfg: TrainConfig, log: Log) -> None:
-    """Score-based methods: per-label thresholds of the best checkpoint, tuned on the validation split."""
+                     val_targets: np.ndarray, train_cfg: TrainConfig, max_labels: int, log: Log) -> None:
+    """Score-based methods: the best checkpoint's operating point, tuned on the validation split
+    (``balanced``: one threshold, at most ``max_labels`` and at least one label per image; ``f1``/``mcc``:
+    one threshold per label)."""
     if model.is_sequence or val_feats is None or train_cfg.threshold_tuning == "none" or not out.exists():
         return
     best, payload = load_checkpoint(out)
     model.load_state_dict(payload["state_dict"])
     scores = predict_features(model, _head_inputs(model, val_feats), _greedy(best.decode)).scores
-    thresholds = tune_thresholds(scores, val_targets, train_cfg.threshold_tuning)
-    best.thresholds = [float(t) for t in thresholds]
-    ckpt.thresholds = best.thresholds
+    if train_cfg.threshold_tuning == "balanced":
+        best.top_k, best.min_labels = max_labels, 1
+        best.thresholds = [balanced_threshold(scores, val_targets, best.top_k, best.min_labels)] * scores.shape[1]
+        summary = f"{best.thresholds[0]:.3f} for every label, at most {best.top_k} and at least 1 label per image"
+    else:
+        best.thresholds = [float(t) for t in tune_thresholds(scores, val_targets, train_cfg.threshold_tuning)]
+        summary = " ".join(f"{t:.3f}" for t in best.thresholds)
+    ckpt.thresholds, ckpt.top_k, ckpt.min_labels = best.thresholds, best.top_k, best.min_labels
     save_checkpoint(out, best, model)
-    log(f"per-label thresholds ({train_cfg.threshold_tuning} on {val_feats.shape[0]} validation images): "
-        + " ".join(f"{t:.3f}" for t in thresholds))
+    log(f"thresholds ({train_cfg.threshold_tuning} on {val_feats.shape[0]} validation images): {summary}")
 
 
 def _final_test(out: Path, model: AnnotationModel, ckpt: CheckpointConfig, data: PreparedData, ds: CorelDataset,
@@ -433,7 +492,8 @@ def _final_test(out: Path, model: AnnotationModel, ckpt: CheckpointConfig, data:
         feats = compute_features(model, paths, preprocess, train_cfg.batch_size, device)
     feats_t = _head_inputs(model, torch.from_numpy(np.array(feats)))
     targets = multi_hot(data.test.label_ids(ds.vocabulary), len(ds.vocabulary))
-    metrics = evaluate(predict_features(model, feats_t, _greedy(ckpt.decode), best.thresholds), targets)
+    metrics = evaluate(predict_features(model, feats_t, _greedy(ckpt.decode), best.thresholds, top_k=best.top_k,
+                                        min_labels=best.min_labels), targets)
     best.metrics["test"] = metrics.to_dict()
     best.metrics["train_seconds"] = ckpt.metrics["train_seconds"]
     if model.is_sequence and ckpt.decode.beam_width > 1:
