@@ -76,8 +76,8 @@ def _latency_ms(annotator, paths: list[Path], warmup: int = 5) -> dict[str, floa
 
 def per_label(data: Path, label_sets: Sequence[Sequence[int]]) -> dict:
     """The per-label view of a runtime evaluation (buckets by training frequency, never-predicted labels)."""
-    from runtime.dataset import CorelDataset
-    from runtime.metrics import label_sets_to_matrix
+    from corel_annotate.runtime.dataset import CorelDataset
+    from corel_annotate.runtime.metrics import label_sets_to_matrix
 
     from .per_label import per_label_view
 
@@ -94,12 +94,12 @@ def run_entry(entry: Entry, data: Path, out_dir: Path, train_overrides: dict, gl
               latency_paths: list[Path], reuse: bool, log: Callable[[str], None],
               backbone: str = DEFAULT_BACKBONE) -> dict:
     """Train (unless reusing a finished checkpoint), export, evaluate through the runtime, time."""
-    from export.bundle import export_bundle
-    from runtime.annotator import Annotator
-    from runtime.evaluation import evaluate_bundle
-    from training.checkpoint import load_checkpoint
-    from training.config import DecodeConfig, ModelConfig, SequenceConfig, TrainConfig
-    from training.trainer import train
+    from corel_annotate.export.bundle import export_bundle
+    from corel_annotate.runtime.annotator import Annotator
+    from corel_annotate.runtime.evaluation import evaluate_bundle
+    from corel_annotate.training.checkpoint import load_checkpoint
+    from corel_annotate.training.config import DecodingConfig, ModelConfig, SequenceConfig, TrainConfig
+    from corel_annotate.training.trainer import train
 
     ckpt = out_dir / f"{entry.name}.ckpt"
     if not (reuse and ckpt.is_file() and "test" in load_checkpoint(ckpt)[0].metrics):
@@ -107,7 +107,7 @@ def run_entry(entry: Entry, data: Path, out_dir: Path, train_overrides: dict, gl
         model_cfg = ModelConfig(method=entry.method, num_labels=0, loss=entry.loss, order_free=entry.order_free,
                                 backbone=backbone)
         train_cfg = TrainConfig(**{**train_overrides, "glove_path": str(glove) if (entry.glove and glove) else ""})
-        train(data, ckpt, model_cfg, SequenceConfig(), DecodeConfig(), train_cfg, cache_dir=cache_dir,
+        train(data, ckpt, model_cfg, SequenceConfig(), DecodingConfig(), train_cfg, cache_dir=cache_dir,
               log=lambda _m: None, show_progress=False)
     cfg, _ = load_checkpoint(ckpt)
     bundle = out_dir / f"{entry.name}.bundle"
@@ -143,8 +143,8 @@ def run_accuracy(data: Path, out_dir: Path, entries: Sequence[Entry], train_over
     With ``head_epochs`` (two-stage), the ``cnn-asl`` row trains first (top stages and head, as
     ``corel-train`` does by default) and every other row trains only its head for ``head_epochs`` on that
     row's frozen backbone (``corel-train --backbone-from cnn-asl.ckpt``)."""
-    from runtime.dataset import CorelDataset
-    from training.config import TrainConfig
+    from corel_annotate.runtime.dataset import CorelDataset
+    from corel_annotate.training.config import TrainConfig
 
     from .latency import cpu_count
     from .linear_probe import linear_probe

@@ -38,7 +38,7 @@ def run_backbones(data: Path, out_dir: Path, candidates: Sequence[tuple[str, int
                   glove: Path | None, cache_dir: Path, latency_images: int, reuse: bool,
                   log: Callable[[str], None]) -> dict:
     """One accuracy row per candidate, each in its own folder of ``out_dir``; returns a JSON-ready dict."""
-    from runtime.dataset import CorelDataset
+    from corel_annotate.runtime.dataset import CorelDataset
 
     from .flops import graph_flops
     from .latency import cpu_count

@@ -28,9 +28,9 @@ def _ints(text: str) -> list[int]:
 
 def _default_model(out_dir: Path, data: Optional[Path], method: str, epochs: int) -> tuple[Path, Path]:
     """Train ``method`` on ``data`` (or on a synthetic dataset made in ``out_dir``) with cached features."""
-    from training.config import DecodeConfig, ModelConfig, SequenceConfig, TrainConfig
-    from training.synth import SynthConfig, generate
-    from training.trainer import train
+    from corel_annotate.training.config import DecodingConfig, ModelConfig, SequenceConfig, TrainConfig
+    from corel_annotate.training.synth import SynthConfig, generate
+    from corel_annotate.training.trainer import train
 
     if data is None:
         data = out_dir / "synthetic-data"
@@ -38,7 +38,7 @@ def _default_model(out_dir: Path, data: Optional[Path], method: str, epochs: int
     checkpoint = out_dir / f"{method}.ckpt"
     if not checkpoint.exists():
         console.print(f"training {method} on {data} ({epochs} epochs, frozen backbone)", highlight=False, markup=False)
-        train(data, checkpoint, ModelConfig(method=method, num_labels=0), SequenceConfig(), DecodeConfig(),
+        train(data, checkpoint, ModelConfig(method=method, num_labels=0), SequenceConfig(), DecodingConfig(),
               TrainConfig(epochs=epochs), cache_dir=out_dir / "feature-cache", log=lambda _m: None,
               show_progress=False)
     return checkpoint, data
@@ -69,10 +69,10 @@ def latency(
     import numpy as np
     import torch
 
-    from export.bundle import export_bundle
-    from runtime.dataset import CorelDataset
-    from runtime.evaluation import evaluate_bundle
-    from runtime.preprocessing import PreprocessConfig
+    from corel_annotate.export.bundle import export_bundle
+    from corel_annotate.runtime.dataset import CorelDataset
+    from corel_annotate.runtime.evaluation import evaluate_bundle
+    from corel_annotate.runtime.preprocessing import PreprocessConfig
 
     from .flops import graph_flops, matmul_peak
     from .latency import RuntimeVariant, TorchVariant, bench_variants, cpu_count, decode_jpeg, infer_throughput
@@ -84,7 +84,7 @@ def latency(
     try:
         if checkpoint is None:
             checkpoint, data = _default_model(out_dir, data, method, epochs)
-        from training.checkpoint import load_checkpoint
+        from corel_annotate.training.checkpoint import load_checkpoint
 
         cfg, _ = load_checkpoint(checkpoint)
         data = data or Path(cfg.data.get("dir", ""))
@@ -132,7 +132,7 @@ def latency(
         inf["fraction_of_encoder_bound"] = inf["images_per_second"] / inf["encoder_bound_images_per_second"]
         result["infer"] = inf
     if accuracy:
-        from runtime.annotator import Annotator
+        from corel_annotate.runtime.annotator import Annotator
 
         result["accuracy"] = {name: evaluate_bundle(Annotator.load(b, threads=threads), data).metrics.to_dict()
                               for name, b in bundles.items()}
@@ -182,10 +182,10 @@ def accuracy_cmd(
     write the reference's table (per-class and per-image P/R/F1, N+, mAP, s/epoch, ms/img) with a chart.
 
     Exit codes: 0 done, 2 bad input."""
-    from training.features import default_cache_dir
-    from training.synth import SynthConfig, generate
+    from corel_annotate.training.features import default_cache_dir
+    from corel_annotate.training.synth import SynthConfig, generate
 
-    from training.config import HEAD_ONLY_EPOCHS, resolve_preset
+    from corel_annotate.training.config import HEAD_ONLY_EPOCHS, resolve_preset
 
     from .accuracy import run_accuracy, select_entries, write
 
@@ -234,7 +234,7 @@ def augmentation_cmd(
     of the test metrics (through the runtime) with the per-seed differences.
 
     Exit codes: 0 done, 2 bad input."""
-    from training.features import default_cache_dir
+    from corel_annotate.training.features import default_cache_dir
 
     from .augmentation import run_augmentation, write
     from .accuracy import select_entries
@@ -278,8 +278,8 @@ def backbones_cmd(
     --preset.
 
     Exit codes: 0 done, 2 bad input."""
-    from training.features import default_cache_dir
-    from training.synth import SynthConfig, generate
+    from corel_annotate.training.features import default_cache_dir
+    from corel_annotate.training.synth import SynthConfig, generate
 
     from .accuracy import select_entries, write_tables
     from .backbones import markdown, parse_candidates, run_backbones

@@ -19,8 +19,8 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from runtime.annotator import Annotator
-from runtime.preprocessing import PreprocessConfig, preprocess, to_rgb
+from corel_annotate.runtime.annotator import Annotator
+from corel_annotate.runtime.preprocessing import PreprocessConfig, preprocess, to_rgb
 
 
 @dataclass
@@ -76,10 +76,8 @@ class RuntimeVariant:
     def step(self, batch: np.ndarray) -> Callable[[], object] | None:
         if not self.is_sequence:
             return None
-        encoded = self.annotator.encode(batch)
-        names = self.annotator.manifest.graphs["decoder_step"].input_names()[1:]
-        state = {n: encoded[n] for n in names}
-        tokens = np.full(batch.shape[0], self.annotator.vocabulary.start_id, dtype=np.int64)
+        state = self.annotator.start_state(self.annotator.encode(batch))
+        tokens = np.full(batch.shape[0], self.annotator.manifest.sequence.start_id, dtype=np.int64)
         return lambda: self.annotator.step(tokens, state)
 
     def end_to_end(self, jpegs: list[bytes], beam: int) -> Callable[[], object]:
@@ -97,7 +95,7 @@ class TorchVariant:
     def __init__(self, checkpoint: Path, threads: int = 0) -> None:
         import torch
 
-        from training.checkpoint import model_from_checkpoint
+        from corel_annotate.training.checkpoint import model_from_checkpoint
 
         if threads:
             torch.set_num_threads(threads)
@@ -129,11 +127,9 @@ class TorchVariant:
         return run
 
     def end_to_end(self, jpegs: list[bytes], beam: int) -> Callable[[], object]:
-        from training.config import DecodeConfig
-        from training.evaluation import predict_images
+        from corel_annotate.training.evaluation import predict_images
 
-        decode_config = DecodeConfig(beam_width=beam, max_len=self.cfg.decode.max_len,
-                                     forbid_repeat=self.cfg.decode.forbid_repeat)
+        decode_config = self.cfg.decode.replace(beam_width=beam)
 
         def run():
             batch = np.stack([decode_jpeg(j, self.config) for j in jpegs])
@@ -197,7 +193,7 @@ def _per_image(t: Timing, batch: int) -> Timing:
 def infer_throughput(bundle: Path, folder: Path, batch_size: int, threads: int) -> dict:
     """Images per second of the ``corel-infer`` pipeline (decoding threads prefetching while the runtime
     works on the previous batch) over a folder, after one warm-up batch."""
-    from runtime.inputs import collect_paths, prefetch_batches
+    from corel_annotate.runtime.inputs import collect_paths, prefetch_batches
 
     annotator = Annotator.load(bundle, threads=threads)
     paths = collect_paths([folder])

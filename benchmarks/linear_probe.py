@@ -1,6 +1,6 @@
 """Linear-probe baseline: frozen backbone features + one L2-regularised logistic regression per label.
 
-    python -m benchmarks.linear_probe --data DIR [--backbone tf_efficientnet_lite0] [--image-size 224]
+    python -m corel_annotate.benchmarks.linear_probe --data DIR [--backbone tf_efficientnet_lite0] [--image-size 224]
 
 The yardstick for every method (issue: a method that cannot beat it is not worth shipping).
 Features come from the same cached, frozen backbone the methods train on; each label's
@@ -18,9 +18,9 @@ import numpy as np
 import torch
 import typer
 
-from runtime.dataset import CorelDataset
-from runtime.metrics import AnnotationMetrics, annotation_metrics
-from runtime.preprocessing import PreprocessConfig
+from corel_annotate.runtime.dataset import CorelDataset
+from corel_annotate.runtime.metrics import AnnotationMetrics, annotation_metrics
+from corel_annotate.runtime.preprocessing import PreprocessConfig
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -50,11 +50,11 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, c: float = 1.0, iters: int = 500)
 def linear_probe(data: Path, backbone: str = "tf_efficientnet_lite0", weights: str = "imagenet",
                  image_size: int = 224, c: float = 1.0, cache_dir: Optional[Path] = None) -> dict:
     """Train on train.json (all of it) and score test.json; returns metrics and timings."""
-    from training.backbones import build_backbone
-    from training.config import ModelConfig
-    from training.features import cached_features, default_cache_dir
-    from training.registry import create_model
-    from training.sequences import multi_hot
+    from corel_annotate.training.backbones import build_backbone
+    from corel_annotate.training.config import ModelConfig
+    from corel_annotate.training.features import cached_features, default_cache_dir
+    from corel_annotate.training.registry import create_model
+    from corel_annotate.training.sequences import multi_hot
 
     ds = CorelDataset(data)
     train, test = ds.read("train"), ds.read("test")

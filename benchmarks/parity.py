@@ -1,6 +1,6 @@
 """PyTorch vs exported runtime on one Corel-layout split: metrics side by side and batch-1 latency.
 
-    python -m benchmarks.parity --data DIR CKPT [CKPT ...] [--bundles DIR] [--latency-images 100]
+    python -m corel_annotate.benchmarks.parity --data DIR CKPT [CKPT ...] [--bundles DIR] [--latency-images 100]
 
 For each checkpoint: export (unless its bundle exists), evaluate the test split through
 PyTorch eager (the reference path) and through the runtime, and time each image end to
@@ -18,21 +18,20 @@ import numpy as np
 import torch
 import typer
 
-from export.bundle import export_bundle
-from runtime.annotator import Annotator
-from runtime.dataset import CorelDataset
-from runtime.evaluation import evaluate_bundle
-from runtime.metrics import annotation_metrics, label_sets_to_matrix
-from runtime.preprocessing import PreprocessConfig, preprocess_file
-from training.checkpoint import model_from_checkpoint
-from training.config import DecodeConfig
-from training.evaluation import predict_images
+from corel_annotate.export.bundle import export_bundle
+from corel_annotate.runtime.annotator import Annotator
+from corel_annotate.runtime.dataset import CorelDataset
+from corel_annotate.runtime.evaluation import evaluate_bundle
+from corel_annotate.runtime.metrics import annotation_metrics, label_sets_to_matrix
+from corel_annotate.runtime.preprocessing import PreprocessConfig, preprocess_file
+from corel_annotate.training.checkpoint import model_from_checkpoint
+from corel_annotate.training.evaluation import predict_images
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
 def torch_labels(model, cfg, batch: np.ndarray, beam_width: int = 1) -> tuple[list[list[int]], np.ndarray | None]:
-    decode_config = DecodeConfig(beam_width=beam_width, max_len=cfg.decode.max_len, forbid_repeat=cfg.decode.forbid_repeat)
+    decode_config = cfg.decode.replace(beam_width=beam_width)
     p = predict_images(model, batch, decode_config, cfg.thresholds, cfg.top_k, cfg.min_labels)
     return p.label_sets, p.scores
 

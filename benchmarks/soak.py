@@ -1,6 +1,6 @@
 """Soak run: ``corel-infer`` over many synthetic photos with its resident memory sampled along the way.
 
-    python -m benchmarks.soak --model BUNDLE [--images 10000] [--out-dir soak-out]
+    python -m corel_annotate.benchmarks.soak --model BUNDLE [--images 10000] [--out-dir soak-out]
 
 Generates the photos (synthetic, Corel layout), runs ``corel-infer`` on them in a subprocess
 writing JSON lines, samples the process's resident set size (``/proc/PID/status``) and the number
@@ -34,7 +34,7 @@ def rss_mib(pid: int) -> float | None:
 def main(model: Path = typer.Option(..., help="Bundle to run."), images: int = 10_000,
          out_dir: Path = Path("soak-out"), batch_size: int = 8, warmup_fraction: float = 0.1,
          interval: float = 0.5) -> None:
-    from training.synth import SynthConfig, generate
+    from corel_annotate.training.synth import SynthConfig, generate
 
     data = out_dir / "data"
     if not (data / "train.json").exists():
@@ -42,7 +42,7 @@ def main(model: Path = typer.Option(..., help="Bundle to run."), images: int = 1
         generate(data, SynthConfig(images=images, labels=12, image_size=128, test_fraction=0.5, seed=7))
     results = out_dir / "results.jsonl"
     results.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "runtime.cli_infer", str(data / "images"), "--model", str(model), "-o", str(results),
+    cmd = [sys.executable, "-m", "corel_annotate.runtime.cli_infer", str(data / "images"), "--model", str(model), "-o", str(results),
            "--batch-size", str(batch_size), "--no-progress"]
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

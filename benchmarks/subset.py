@@ -14,7 +14,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from runtime.dataset import CorelDataset
+from corel_annotate.runtime.dataset import CorelDataset
 
 
 @dataclass

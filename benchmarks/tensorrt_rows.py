@@ -9,8 +9,8 @@ import numpy as np
 
 def tensorrt_rows(checkpoint: Path, out_dir: Path, images: np.ndarray, jpegs: list[bytes], batch_sizes: Sequence[int],
                   beams: Sequence[int], repeats: int, warmup: int, log: Callable[[str], None]) -> list[dict]:
-    from export.bundle import export_bundle
-    from export.tensorrt import EngineSettings
+    from corel_annotate.export.bundle import export_bundle
+    from corel_annotate.export.tensorrt import EngineSettings
 
     from .latency import RuntimeVariant, bench_variants
 

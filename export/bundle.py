@@ -19,12 +19,14 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from runtime.manifest import (MANIFEST, BundleManifest, DecodingSpec, GraphSpec, ScoringSpec, TensorSpec,
-                              sha256_file)
-from runtime.vocabulary import Vocabulary
-from training.checkpoint import model_from_checkpoint
+from corel_annotate.runtime.manifest import (MANIFEST, BundleManifest, GraphSpec, ScoringSpec, SequenceSpec,
+                                             TensorSpec, sha256_file)
+from corel_annotate.runtime.preprocessing import PreprocessConfig
+from corel_annotate.runtime.vocabulary import Vocabulary
+from corel_annotate.training.checkpoint import model_from_checkpoint
 
-from .graph_specs import BATCH, GraphDecl, graphs_for
+from corel_annotate.training.registry import (BATCH, IMAGE_INPUT, LOG_PROBS_OUTPUT, LOGITS_OUTPUT, TOKEN_INPUT,
+                                              GraphDecl, MethodSpec, method_spec)
 from .onnx_graphs import export_graph, wrappers
 from .tensorrt import EngineSettings, add_engines, require_tensorrt
 from .precision import PRECISIONS, calibration_images, convert_fp16, quantize_dynamic_int8, quantize_static_int8
@@ -57,8 +59,8 @@ def _inputs(name: str, decl: GraphDecl, batch: int, encoder_out: dict[str, torch
     if name == "encoder":
         return (torch.randn(batch, 3, image_size, image_size, generator=gen).clamp(-2.5, 2.5),)
     assert encoder_out is not None
-    token = torch.randint(0, num_tokens, (batch,), generator=gen)
-    return (token,) + tuple(encoder_out[io.name] for io in decl.inputs[1:])
+    return tuple(torch.randint(0, num_tokens, (batch,), generator=gen) if io.name == TOKEN_INPUT
+                 else encoder_out[io.name] for io in decl.inputs)
 
 
 def _spec(decl: GraphDecl, file: str, inputs: tuple[torch.Tensor, ...], outputs: tuple[torch.Tensor, ...]) -> GraphSpec:
@@ -90,7 +92,8 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path | None = None, ops
         raise ValueError(f"{out}: already exists (use --force to replace it)")
     model, cfg = model_from_checkpoint(checkpoint)
     method = cfg.model.method
-    decls = graphs_for(method)
+    spec = method_spec(method)
+    decls = spec.graphs
     vocab = Vocabulary(tuple(cfg.vocabulary))
     size = int(cfg.preprocess["image_size"])
     modules = wrappers(model)
@@ -121,23 +124,32 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path | None = None, ops
             log(f"building TensorRT engines (batch {settings.min_batch}-{settings.max_batch}, opt {settings.opt_batch})")
             engines = add_engines(tmp, settings)
         manifest = BundleManifest(
-            method=method, vocabulary=vocab.labels, preprocess=cfg.preprocess, graphs=specs,
-            decoding=DecodingSpec(vocab.start_id, vocab.stop_id, cfg.decode.max_len, cfg.decode.beam_width,
-                                  cfg.decode.forbid_repeat, cfg.decode.length_penalty) if model.is_sequence else None,
-            scoring=None if model.is_sequence else ScoringSpec(tuple(cfg.thresholds or [0.5] * len(vocab)),
-                                                                       cfg.top_k or None, cfg.min_labels),
+            kind=spec.kind, vocabulary=vocab.labels, preprocess=PreprocessConfig.from_dict(cfg.preprocess),
+            image_input=IMAGE_INPUT, graphs=specs, sequence=_sequence_spec(spec, vocab, cfg.decode),
+            scoring=None if spec.is_sequence else ScoringSpec(LOGITS_OUTPUT, tuple(cfg.thresholds or [0.5] * len(vocab)),
+                                                              cfg.top_k or None, cfg.min_labels),
             precision=precision, opset=opset, versions=_versions(),
             files={**{s.file: sha256_file(tmp / s.file) for s in specs.values()},
                    **{e["file"]: sha256_file(tmp / e["file"]) for e in engines.values()}},
             engines=engines,
-            source={"checkpoint": checkpoint.name, "checkpoint_sha256": sha256_file(checkpoint),
+            source={"method": method, "checkpoint": checkpoint.name, "checkpoint_sha256": sha256_file(checkpoint),
                     "backbone": cfg.model.backbone, "metrics": cfg.metrics.get("test", {})})
+        manifest.check()
         (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out, manifest, checks
+
+
+def _sequence_spec(spec: MethodSpec, vocab: Vocabulary, decoding) -> SequenceSpec | None:
+    """The manifest's description of the decoder loop, from the registry entry."""
+    if not spec.is_sequence:
+        return None
+    return SequenceSpec(token_input=TOKEN_INPUT, log_probs_output=LOG_PROBS_OUTPUT, state=dict(spec.state),
+                        start_id=vocab.start_id, stop_id=vocab.stop_id, decoding=decoding,
+                        constants=tuple(spec.constants), attention_output=spec.optional_outputs.get("attention"))
 
 
 def _lower_precision(tmp: Path, decls: dict[str, GraphDecl], precision: str, cfg, calibration: str | Path | None,
@@ -161,9 +173,9 @@ def _lower_precision(tmp: Path, decls: dict[str, GraphDecl], precision: str, cfg
 
 def _calibration_images(cfg, calibration: str | Path | None) -> np.ndarray:
     """Photos from ``--calibration`` (files, folders, lists), else a sample of the checkpoint's training images."""
-    from runtime.dataset import CorelDataset
-    from runtime.inputs import collect_paths
-    from runtime.preprocessing import PreprocessConfig
+    from corel_annotate.runtime.dataset import CorelDataset
+    from corel_annotate.runtime.inputs import collect_paths
+    from corel_annotate.runtime.preprocessing import PreprocessConfig
 
     preprocess = PreprocessConfig.from_dict(cfg.preprocess)
     if calibration is not None:

@@ -47,7 +47,7 @@ def main(
     except ValueError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2)
-    console.print(f"wrote {path} ({manifest.method}, {manifest.precision}, graphs: {', '.join(manifest.graphs)})",
+    console.print(f"wrote {path} ({manifest.method}, {manifest.kind}, {manifest.precision}, graphs: {', '.join(manifest.graphs)})",
                   highlight=False, markup=False)
 
 

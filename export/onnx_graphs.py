@@ -1,4 +1,8 @@
-"""Torch wrappers that give each declared graph its exact inputs and outputs, and their export."""
+"""Torch wrappers that give each declared graph its exact inputs and outputs, and their export.
+
+The declarations (names, order, dynamic axes) come from the method registry; the wrappers are
+generic: an encoder returns the outputs it declares by name, a step graph maps the registry's
+state map and optional outputs."""
 from __future__ import annotations
 
 import warnings
@@ -7,9 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from training.models.base import AnnotationModel
-
-from .graph_specs import GraphDecl, graphs_for
+from corel_annotate.training.models.base import AnnotationModel
+from corel_annotate.training.registry import LOG_PROBS_OUTPUT, TOKEN_INPUT, GraphDecl, MethodSpec, method_spec
 
 
 class ScoreEncoder(nn.Module):
@@ -33,50 +36,56 @@ class ScoreEncoder(nn.Module):
 
 
 class SequenceEncoder(nn.Module):
-    """``images ->`` the decoder's initial state and everything the steps read that does not change."""
+    """``images ->`` the decoder's initial state and the per-image constants the steps read, by name."""
 
     def __init__(self, model: AnnotationModel, decl: GraphDecl) -> None:
         super().__init__()
         self.model = model
-        self.names = [io.name for io in decl.outputs]
+        self.names = decl.output_names()
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        feats = self.model.features(images)
-        state = self.model.init_state(feats)
-        extra = {}
-        if "pooled" in self.names:
-            extra["pooled"] = feats.mean(dim=1)
-        if "concept_probs" in self.names:
-            extra["concept_probs"] = torch.sigmoid(state["concepts"])
-        return tuple(state[n] if n in state else extra[n] for n in self.names)
+        state = self.model.init_state(self.model.features(images))
+        return tuple(state[n] for n in self.names)
 
 
 class DecoderStep(nn.Module):
-    """One decoding step: ``(token, h, c[, features, projection]) -> (log_probs, h, c[, alpha])``."""
+    """One decoding step: ``(token, *state, *constants) -> (log_probs, *state_out, *optional outputs)``."""
 
-    def __init__(self, model: AnnotationModel, decl: GraphDecl) -> None:
+    def __init__(self, model: AnnotationModel, decl: GraphDecl, spec: MethodSpec) -> None:
         super().__init__()
         self.model = model
-        self.input_names = [io.name for io in decl.inputs]
-        self.with_alpha = any(io.name == "alpha" for io in decl.outputs)
+        self.input_names = decl.input_names()
+        self.output_names = decl.output_names()
+        self.state = dict(spec.state)
+        self.optional = set(spec.optional_outputs.values())
 
-    def forward(self, token: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        state = dict(zip(self.input_names[1:], tensors))
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        state = dict(zip(self.input_names, tensors))
+        token = state.pop(TOKEN_INPUT)
         logits, new_state, alpha = self.model.step(token, state)
-        out = (torch.log_softmax(logits, dim=1), new_state["h"], new_state["c"])
-        return out + (alpha,) if self.with_alpha else out
+        out = []
+        for name in self.output_names:
+            if name == LOG_PROBS_OUTPUT:
+                out.append(torch.log_softmax(logits, dim=1))
+            elif name in self.state:
+                out.append(new_state[self.state[name]])
+            elif name in self.optional:
+                out.append(alpha)
+            else:
+                raise ValueError(f"decoder_step output {name!r} is neither log_probs, state nor optional")
+        return tuple(out)
 
 
 def wrappers(model: AnnotationModel) -> dict[str, nn.Module]:
     """The torch module behind every graph the method declares, in eval mode."""
     model.eval()
-    decls = graphs_for(model.method_name)
+    spec = method_spec(model.method_name)
     out: dict[str, nn.Module] = {}
-    for name, decl in decls.items():
+    for name, decl in spec.graphs.items():
         if name == "encoder":
-            out[name] = SequenceEncoder(model, decl) if model.is_sequence else ScoreEncoder(model)
+            out[name] = SequenceEncoder(model, decl) if spec.is_sequence else ScoreEncoder(model)
         else:
-            out[name] = DecoderStep(model, decl)
+            out[name] = DecoderStep(model, decl, spec)
     return {k: v.eval() for k, v in out.items()}
 
 
@@ -84,6 +93,6 @@ def export_graph(module: nn.Module, args: tuple[torch.Tensor, ...], decl: GraphD
     """TorchScript-path ONNX export with a dynamic batch axis on every input and output."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), input_names=[io.name for io in decl.inputs],
-                          output_names=[io.name for io in decl.outputs], dynamic_axes=decl.dynamic_axes(),
+        torch.onnx.export(module, args, str(path), input_names=decl.input_names(),
+                          output_names=decl.output_names(), dynamic_axes=decl.dynamic_axes(),
                           opset_version=opset, do_constant_folding=True, dynamo=False)

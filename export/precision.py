@@ -77,7 +77,7 @@ def convert_fp16(src: Path, dst: Path) -> None:
 
 def calibration_images(paths: Sequence[Path], preprocess, limit: int = 64, seed: int = 0) -> np.ndarray:
     """A seeded sample of up to ``limit`` photos, preprocessed exactly as the runtime does."""
-    from runtime.preprocessing import preprocess_file
+    from corel_annotate.runtime.preprocessing import preprocess_file
 
     paths = list(paths)
     if not paths:

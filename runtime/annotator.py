@@ -8,7 +8,9 @@ from typing import Iterable, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from .decoding import DecodeOptions, decode
+from .decoder_state import DecoderState
+from .decoding import decode
+from .decoding_config import DecodingConfig
 from .manifest import BundleManifest, load_manifest, safe_member
 from .preprocessing import load_image, preprocess, to_rgb
 from .scoring import select_labels, sigmoid
@@ -31,13 +33,23 @@ class Annotation:
 
 
 class Annotator:
-    """A loaded bundle: verified manifest, ONNX Runtime sessions, preprocessing and decoding."""
+    """A loaded bundle: verified manifest, ONNX Runtime sessions, preprocessing and decoding.
+
+    Everything comes from the manifest (graph roles, state map, constants, decoding rules,
+    thresholds), never from the name of the method that trained the bundle."""
 
     def __init__(self, bundle: Path, manifest: BundleManifest, sessions: dict, device: str) -> None:
         self.bundle, self.manifest, self.sessions, self.device = bundle, manifest, sessions, device
         self.vocabulary = manifest.vocab()
         self.preprocess_config = manifest.preprocess_config()
-        self._encoder_outputs = manifest.graphs["encoder"].output_names()
+        seq = manifest.sequence
+        if seq is not None:
+            self._encoder_outputs = list(dict.fromkeys([*seq.state.values(), *seq.constants]))
+            self._step_outputs = [seq.log_probs_output, *seq.state] + ([seq.attention_output] if seq.attention_output else [])
+            self._step_source = str(bundle / manifest.graphs["decoder_step"].file)
+        else:
+            assert manifest.scoring is not None
+            self._encoder_outputs = [manifest.scoring.logits_output]
 
     @classmethod
     def load(cls, bundle: str | Path, device: str = "cpu", threads: int = 0, spinning: bool = False) -> "Annotator":
@@ -60,8 +72,19 @@ class Annotator:
         return cls(bundle, manifest, sessions, device)
 
     @property
+    def kind(self) -> str:
+        """``scores`` or ``sequence``."""
+        return self.manifest.kind
+
+    @property
     def method(self) -> str:
+        """The method that trained the bundle, for messages."""
         return self.manifest.method
+
+    @property
+    def has_attention(self) -> bool:
+        """Whether decoding can return attention weights per step (``--attention-maps``)."""
+        return self.manifest.sequence is not None and self.manifest.sequence.attention_output is not None
 
     def preprocess(self, images: Sequence[ImageLike]) -> np.ndarray:
         """Images (paths, PIL images or HxWx3 uint8 arrays) to the encoder's ``[B, 3, S, S]`` input."""
@@ -77,40 +100,48 @@ class Annotator:
         return np.stack(arrays)
 
     def encode(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Run the encoder graph."""
-        outputs = self.sessions["encoder"].run(self._encoder_outputs, {"images": np.ascontiguousarray(batch, np.float32)})
+        """Run the encoder graph; returns the outputs decoding reads."""
+        outputs = self.sessions["encoder"].run(self._encoder_outputs,
+                                               {self.manifest.image_input: np.ascontiguousarray(batch, np.float32)})
         return dict(zip(self._encoder_outputs, outputs))
 
-    def decode_options(self, beam_width: int | None = None, max_len: int | None = None,
-                       forbid_repeat: bool | None = None, length_penalty: float | None = None) -> DecodeOptions:
-        spec = self.manifest.decoding
-        assert spec is not None
-        return DecodeOptions(num_labels=len(self.vocabulary), max_len=max_len or spec.max_len,
-                             beam_width=beam_width or spec.beam_width,
-                             forbid_repeat=spec.forbid_repeat if forbid_repeat is None else forbid_repeat,
-                             length_penalty=spec.length_penalty if length_penalty is None else length_penalty)
+    def decoding_config(self, beam_width: int | None = None, max_len: int | None = None,
+                        forbid_repeat: bool | None = None, length_penalty: float | None = None,
+                        min_labels: int | None = None) -> DecodingConfig:
+        """The manifest's decoding rules with the given overrides (None keeps the manifest's); validated."""
+        seq = self.manifest.sequence
+        if seq is None:
+            raise ValueError(f"{self.bundle}: a scores bundle has no decoding rules")
+        return seq.decoding.replace(beam_width=beam_width, max_len=max_len, forbid_repeat=forbid_repeat,
+                                    length_penalty=length_penalty, min_labels=min_labels)
 
-    def step(self, tokens: np.ndarray, state: dict[str, np.ndarray]):
-        """One decoder-step call; the graph's constant inputs (features, projection) ride along in the state."""
-        spec = self.manifest.graphs["decoder_step"]
-        feed = {"token": tokens.astype(np.int64, copy=False)}
-        feed.update({name: state[name] for name in spec.input_names()[1:]})
-        names = spec.output_names()
-        result = dict(zip(names, self.sessions["decoder_step"].run(names, feed)))
-        new_state = dict(state)
-        new_state["h"], new_state["c"] = result["h_out"], result["c_out"]
-        return result["log_probs"], new_state, result.get("alpha")
+    def start_state(self, encoded: dict[str, np.ndarray]) -> DecoderState:
+        """The first step's state: recurrent inputs and per-image constants from the encoder's outputs."""
+        seq = self.manifest.sequence
+        assert seq is not None
+        return DecoderState.start({name: encoded[name] for name in seq.state.values()},
+                                  {name: encoded[name] for name in seq.constants})
+
+    def step(self, tokens: np.ndarray, state: DecoderState) -> tuple[np.ndarray, DecoderState, np.ndarray | None]:
+        """One decoder-step call: the token, the recurrent rows and each row's constants in, the
+        log-probabilities, the next recurrent rows (by the manifest's state map) and attention out."""
+        seq = self.manifest.sequence
+        assert seq is not None
+        feed = {seq.token_input: tokens.astype(np.int64, copy=False), **state.inputs()}
+        result = dict(zip(self._step_outputs, self.sessions["decoder_step"].run(self._step_outputs, feed)))
+        new_state = state.with_rows({target: result[out] for out, target in seq.state.items()})
+        return result[seq.log_probs_output], new_state, result.get(seq.attention_output) if seq.attention_output else None
 
     def annotate_batch(self, batch: np.ndarray, beam_width: int | None = None, top_k: int | None = None,
                        threshold: float | None = None, keep_alphas: bool = False) -> list[Annotation]:
         """Annotate preprocessed images ``[B, 3, S, S]``."""
         encoded = self.encode(batch)
         if self.manifest.is_sequence:
-            names = self.manifest.graphs["decoder_step"].input_names()[1:]
-            state = {name: encoded[name] for name in names}
-            results = decode(self.step, state, self.decode_options(beam_width), keep_alphas)
+            config = self.decoding_config(beam_width)
+            results = decode(self.step, self.start_state(encoded), config, len(self.vocabulary), keep_alphas,
+                             source=self._step_source)
             return [Annotation(self.vocabulary.decode(r.labels), r.scores, r.labels, r.alphas) for r in results]
-        return self.labels_from_scores(sigmoid(encoded["logits"]), top_k, threshold)
+        return self.labels_from_scores(sigmoid(encoded[self._encoder_outputs[0]]), top_k, threshold)
 
     def labels_from_scores(self, probs: np.ndarray, top_k: int | None = None,
                            threshold: float | None = None) -> list[Annotation]:
@@ -118,6 +149,10 @@ class Annotator:
         or one ``threshold`` for all), best first, at most ``top_k``, at least the manifest's ``min_labels``."""
         scoring = self.manifest.scoring
         assert scoring is not None
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         thresholds = [threshold] * len(self.vocabulary) if threshold is not None else list(scoring.thresholds)
         chosen = select_labels(probs, thresholds, top_k if top_k is not None else scoring.top_k, scoring.min_labels)
         return [Annotation(self.vocabulary.decode(ids), [float(probs[i, j]) for j in ids], ids)
@@ -127,7 +162,7 @@ class Annotator:
         """Sigmoid label scores ``[B, L]`` for score-based bundles, None for recurrent ones."""
         if self.manifest.is_sequence:
             return None
-        return sigmoid(self.encode(batch)["logits"])
+        return sigmoid(self.encode(batch)[self._encoder_outputs[0]])
 
     def annotate(self, images: Iterable[ImageLike], batch_size: int = 8, **options) -> list[Annotation]:
         """Annotate images given as paths, PIL images or uint8 arrays."""

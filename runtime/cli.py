@@ -41,6 +41,17 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _check_options(annotator, beam_width: int | None, top_k: int | None = None, threshold: float | None = None) -> None:
+    """Refuse bad decoding options before any image is read (a ValueError, exit 2)."""
+    if annotator.manifest.is_sequence:
+        annotator.decoding_config(beam_width)
+    else:
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"--top-k {top_k}: keep at least 1 label")
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"--threshold {threshold}: a threshold is in [0, 1]")
+
+
 @infer_app.command()
 def infer(
     paths: List[Path] = typer.Argument(..., help="Image files, folders (searched recursively), .txt/.lst files "
@@ -76,10 +87,12 @@ def infer(
 
     try:
         annotator = Annotator.load(model, device=device.value, threads=threads)
+        _check_options(annotator, beam_width, top_k, threshold)
     except ValueError as exc:
         _fail(str(exc))
-    if attention_maps is not None and annotator.method != "attention":
-        _fail(f"--attention-maps needs an attention bundle; {model} is {annotator.method}")
+    if attention_maps is not None and not annotator.has_attention:
+        _fail(f"--attention-maps needs a bundle whose decoder gives attention weights; {model} ({annotator.method}) "
+              "has none")
     files = collect_paths(paths)
     if not files:
         _fail("no images found in " + ", ".join(map(str, paths)))
@@ -152,6 +165,7 @@ def evaluate(
 
     try:
         annotator = Annotator.load(model, device=device.value, threads=threads)
+        _check_options(annotator, beam_width)
         total = len(CorelDataset(data).read(split).samples)
         with _progress(total, progress and sys.stderr.isatty()) as bar:
             task = bar.add_task(f"evaluating {split}", total=total)
@@ -160,7 +174,7 @@ def evaluate(
         _fail(str(exc))
     if as_json:
         payload = {"bundle": str(model), "data": str(data), "split": split, "images": len(result.images),
-                   "method": annotator.method, "seconds": round(result.seconds, 3), **result.metrics.to_dict()}
+                   "kind": annotator.kind, "method": annotator.method, "seconds": round(result.seconds, 3), **result.metrics.to_dict()}
         typer.echo(json.dumps(payload, indent=1))
     else:
         typer.echo(f"{annotator.method} bundle {model} on {data}/{split}.json ({len(result.images)} images, "

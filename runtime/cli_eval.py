@@ -1,4 +1,4 @@
-"""``python -m runtime.cli_eval``: the same as ``corel-eval``."""
+"""``python -m corel_annotate.runtime.cli_eval``: the same as ``corel-eval``."""
 from .cli import eval_app
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``python -m runtime.cli_infer``: the same as ``corel-infer``."""
+"""``python -m corel_annotate.runtime.cli_infer``: the same as ``corel-infer``."""
 from .cli import infer_app
 
 if __name__ == "__main__":

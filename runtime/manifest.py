@@ -1,9 +1,12 @@
-"""The bundle manifest: the contract between ``corel-export`` and the runtime.
+"""The bundle manifest: the contract between ``corel-export`` and every runtime.
 
-A bundle is a directory holding ``manifest.json`` and the ONNX graphs it names.
-The manifest says what each graph takes and gives, how photos are preprocessed,
-how decoding works, and the sha256 of every file, which is checked before any
-session is created.
+A bundle is a directory holding ``manifest.json`` and the ONNX graphs it names.  The manifest
+describes the bundle completely, so a runtime in any language runs it without knowing which
+method trained it: its kind (``scores`` or ``sequence``), each graph's inputs and outputs, which
+encoder output is what, how the decoder's recurrent state flows from step to step, which inputs
+are per-image constants, the decoding rules, the thresholds, the preprocessing and the sha256 of
+every file (checked before any session is created).  Its JSON Schema is ``bundle.schema.json``
+beside this file, generated from these dataclasses (``python -m corel_annotate.export.schema``).
 """
 from __future__ import annotations
 
@@ -11,16 +14,18 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from .decoding_config import DecodingConfig
+from .jsonclass import from_json
 from .preprocessing import PreprocessConfig
 from .vocabulary import Vocabulary
 
 FORMAT = "corel-annotate/bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
-SCORE_METHODS = ("cnn", "ml-gcn")
-SEQUENCE_METHODS = ("ria", "sr-cnn-rnn", "attention")
+SCHEMA_FILE = Path(__file__).with_name("bundle.schema.json")
+DTYPES = ("float32", "float16", "int64")
 
 
 @dataclass(frozen=True)
@@ -28,12 +33,8 @@ class TensorSpec:
     """One graph input or output: name, element type and shape (strings name dynamic axes)."""
 
     name: str
-    dtype: str
+    dtype: Literal["float32", "float16", "int64"]
     shape: tuple[int | str, ...]
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TensorSpec":
-        return cls(str(data["name"]), str(data["dtype"]), tuple(data["shape"]))
 
 
 @dataclass(frozen=True)
@@ -44,49 +45,60 @@ class GraphSpec:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "GraphSpec":
-        return cls(str(data["file"]), tuple(TensorSpec.from_dict(t) for t in data["inputs"]),
-                   tuple(TensorSpec.from_dict(t) for t in data["outputs"]))
-
     def input_names(self) -> list[str]:
         return [t.name for t in self.inputs]
 
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
 
-
-@dataclass(frozen=True)
-class DecodingSpec:
-    """Decoding defaults for recurrent bundles (token ids follow ``runtime.vocabulary``)."""
-
-    start_id: int
-    stop_id: int
-    max_len: int = 5
-    beam_width: int = 1
-    forbid_repeat: bool = True
-    length_penalty: float = 0.0
+    def output(self, name: str) -> TensorSpec:
+        return next(t for t in self.outputs if t.name == name)
 
 
 @dataclass(frozen=True)
 class ScoringSpec:
-    """Score-based bundles: per-label thresholds on sigmoid scores, an optional top-k cap and a floor of
-    labels per image (the best-scored ones when fewer reach their thresholds)."""
+    """Kind ``scores``: the encoder output ``logits_output`` ``[B, V]`` holds one logit per label;
+    a label is kept when its sigmoid reaches its threshold, best first, at most ``top_k`` (null: no
+    cap), and the ``min_labels`` best-scored labels are kept when fewer reach their thresholds."""
 
+    logits_output: str
     thresholds: tuple[float, ...]
     top_k: int | None = None
     min_labels: int = 0
+    activation: Literal["sigmoid"] = "sigmoid"
+
+
+@dataclass(frozen=True)
+class SequenceSpec:
+    """Kind ``sequence``: how to drive the ``decoder_step`` graph.
+
+    Each step feeds ``token_input`` (``[R]`` int64: ``start_id`` first, then the previous token),
+    every recurrent input (``state`` maps a step output to the input it feeds at the next step; the
+    first step reads the encoder output of the input's name) and every ``constants`` input (the
+    encoder output of that name, one row per image, the same at every step).  ``log_probs_output``
+    is ``[R, V + 1]``: labels ``0..V-1`` then ``stop_id`` = V; ``start_id`` = V + 1.  The optional
+    ``attention_output`` ``[R, P]`` holds attention weights over feature positions."""
+
+    token_input: str
+    log_probs_output: str
+    state: dict[str, str]
+    start_id: int
+    stop_id: int
+    decoding: DecodingConfig
+    constants: tuple[str, ...] = ()
+    attention_output: str | None = None
 
 
 @dataclass(frozen=True)
 class BundleManifest:
-    method: str
+    kind: Literal["scores", "sequence"]
     vocabulary: tuple[str, ...]
-    preprocess: dict[str, Any]
+    preprocess: PreprocessConfig
+    image_input: str
     graphs: dict[str, GraphSpec]
-    decoding: DecodingSpec | None = None
     scoring: ScoringSpec | None = None
-    precision: str = "fp32"
+    sequence: SequenceSpec | None = None
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
     opset: int = 17
     versions: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
@@ -97,51 +109,129 @@ class BundleManifest:
 
     @property
     def is_sequence(self) -> bool:
-        return self.method in SEQUENCE_METHODS
+        return self.kind == "sequence"
+
+    @property
+    def method(self) -> str:
+        """The training method, for messages only (the runtime never branches on it)."""
+        return str(self.source.get("method", self.kind))
 
     def vocab(self) -> Vocabulary:
         return Vocabulary(tuple(self.vocabulary))
 
     def preprocess_config(self) -> PreprocessConfig:
-        return PreprocessConfig.from_dict(self.preprocess)
+        return self.preprocess
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1, sort_keys=True)
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = MANIFEST) -> "BundleManifest":
+    def from_dict(cls, data: Any, source: str = MANIFEST) -> "BundleManifest":
         """Parse and validate a manifest dict; every problem is a one-line ValueError naming ``source``."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"{source}: not a corel-annotate bundle manifest")
-        if data.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{source}: bundle format version {data.get('format_version')!r} is not supported "
-                             f"(this runtime reads version {FORMAT_VERSION})")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{source}: bundle format version {version!r} is not supported (this runtime reads "
+                             f"version {FORMAT_VERSION}); re-export the checkpoint with this corel-export")
         try:
-            method = str(data["method"])
-            if method not in SCORE_METHODS + SEQUENCE_METHODS:
-                raise ValueError(f"unknown method {method!r}")
-            graphs = {str(k): GraphSpec.from_dict(v) for k, v in data["graphs"].items()}
-            if "encoder" not in graphs or (method in SEQUENCE_METHODS and "decoder_step" not in graphs):
-                raise ValueError(f"method {method} needs graphs 'encoder'" + (" and 'decoder_step'" if method in SEQUENCE_METHODS else ""))
-            manifest = cls(
-                method=method, vocabulary=tuple(data["vocabulary"]), preprocess=dict(data["preprocess"]), graphs=graphs,
-                decoding=DecodingSpec(**data["decoding"]) if data.get("decoding") else None,
-                scoring=ScoringSpec(tuple(float(t) for t in data["scoring"]["thresholds"]), data["scoring"].get("top_k"),
-                                    int(data["scoring"].get("min_labels", 0)))
-                if data.get("scoring") else None,
-                precision=str(data.get("precision", "fp32")), opset=int(data.get("opset", 17)),
-                versions=dict(data.get("versions", {})), files={str(k): str(v) for k, v in data.get("files", {}).items()},
-                source=dict(data.get("source", {})),
-                engines={str(k): dict(v) for k, v in data.get("engines", {}).items()})
-            manifest.vocab()
-            manifest.preprocess_config()
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{source}: invalid manifest ({exc})") from exc
-        if manifest.is_sequence and manifest.decoding is None:
-            raise ValueError(f"{source}: a {method} bundle needs a 'decoding' section")
-        if not manifest.is_sequence and (manifest.scoring is None or len(manifest.scoring.thresholds) != len(manifest.vocabulary)):
-            raise ValueError(f"{source}: a {method} bundle needs one threshold per label")
+            manifest = from_json(cls, data, "")
+            manifest.check()
+        except ValueError as exc:
+            raise ValueError(f"{source}: invalid manifest ({' '.join(str(exc).split())})") from None
         return manifest
+
+    def check(self) -> None:
+        """Cross-field rules the types alone do not say; a ValueError names the first broken one."""
+        vocab = self.vocab()
+        n = len(vocab)
+        if "encoder" not in self.graphs:
+            raise ValueError("graphs: no 'encoder' graph")
+        encoder = self.graphs["encoder"]
+        if encoder.input_names() != [self.image_input]:
+            raise ValueError(f"graphs.encoder: inputs {encoder.input_names()}, expected [{self.image_input!r}]")
+        size = self.preprocess.image_size
+        shape = encoder.inputs[0].shape
+        if len(shape) != 4 or any(isinstance(d, int) and d != want for d, want in zip(shape[1:], (3, size, size))):
+            raise ValueError(f"graphs.encoder: input shape {list(shape)} does not take [batch, 3, {size}, {size}] images")
+        for name, graph in self.graphs.items():
+            for io in graph.inputs + graph.outputs:
+                if any(isinstance(d, int) and d < 0 for d in io.shape):
+                    raise ValueError(f"graphs.{name}: {io.name} has a negative dimension")
+            names = graph.input_names() + graph.output_names()
+            if len(set(graph.input_names())) != len(graph.inputs) or len(set(graph.output_names())) != len(graph.outputs):
+                raise ValueError(f"graphs.{name}: a tensor name appears twice in {names}")
+        if self.kind == "scores":
+            self._check_scores(n)
+        else:
+            self._check_sequence(n)
+        for graph in self.graphs.values():
+            if graph.file not in self.files:
+                raise ValueError(f"files: no sha256 recorded for {graph.file}")
+        for name, engine in self.engines.items():
+            if name not in self.graphs or not isinstance(engine.get("file"), str):
+                raise ValueError(f"engines.{name}: needs a graph of that name and a 'file'")
+            if engine["file"] not in self.files:
+                raise ValueError(f"files: no sha256 recorded for {engine['file']}")
+
+    def _check_scores(self, n: int) -> None:
+        scoring = self.scoring
+        if scoring is None or self.sequence is not None:
+            raise ValueError("a scores bundle needs a 'scoring' section and no 'sequence' section")
+        if set(self.graphs) != {"encoder"}:
+            raise ValueError(f"graphs: a scores bundle has one graph, 'encoder' (got {sorted(self.graphs)})")
+        encoder = self.graphs["encoder"]
+        if scoring.logits_output not in encoder.output_names():
+            raise ValueError(f"scoring.logits_output: the encoder has no output {scoring.logits_output!r}")
+        shape = encoder.output(scoring.logits_output).shape
+        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != n):
+            raise ValueError(f"scoring.logits_output: shape {list(shape)}, expected [batch, {n}]")
+        if len(scoring.thresholds) != n:
+            raise ValueError(f"scoring.thresholds: {len(scoring.thresholds)} thresholds for {n} labels")
+        if any(not 0.0 <= t <= 1.0 for t in scoring.thresholds):
+            raise ValueError("scoring.thresholds: every threshold must be in [0, 1]")
+        if scoring.top_k is not None and scoring.top_k < 1:
+            raise ValueError(f"scoring.top_k: {scoring.top_k}; at least 1, or null for no cap")
+        if not 0 <= scoring.min_labels <= n:
+            raise ValueError(f"scoring.min_labels: {scoring.min_labels}; between 0 and {n}")
+
+    def _check_sequence(self, n: int) -> None:
+        seq = self.sequence
+        if seq is None or self.scoring is not None:
+            raise ValueError("a sequence bundle needs a 'sequence' section and no 'scoring' section")
+        if set(self.graphs) != {"encoder", "decoder_step"}:
+            raise ValueError(f"graphs: a sequence bundle has 'encoder' and 'decoder_step' (got {sorted(self.graphs)})")
+        encoder, step = self.graphs["encoder"], self.graphs["decoder_step"]
+        fed = [seq.token_input, *seq.state.values(), *seq.constants]
+        if len(set(fed)) != len(fed):
+            raise ValueError(f"sequence: the token, state and constant inputs overlap ({fed})")
+        if sorted(step.input_names()) != sorted(fed):
+            raise ValueError(f"sequence: decoder_step inputs {step.input_names()} are not the token input, the "
+                             f"state's inputs and the constants {fed}")
+        token = next(t for t in step.inputs if t.name == seq.token_input)
+        if token.dtype != "int64" or len(token.shape) != 1:
+            raise ValueError(f"sequence.token_input: {seq.token_input} must be a [batch] int64 input")
+        outputs = step.output_names()
+        needed = [seq.log_probs_output, *seq.state] + ([seq.attention_output] if seq.attention_output else [])
+        missing = [o for o in needed if o not in outputs]
+        if missing:
+            raise ValueError(f"sequence: decoder_step has no output {missing[0]!r}")
+        if len(set(needed)) != len(needed):
+            raise ValueError(f"sequence: the log-probability, state and attention outputs overlap ({needed})")
+        missing = [i for i in [*seq.state.values(), *seq.constants] if i not in encoder.output_names()]
+        if missing:
+            raise ValueError(f"sequence: the encoder has no output {missing[0]!r} for the decoder input of that name")
+        shape = step.output(seq.log_probs_output).shape
+        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != n + 1):
+            raise ValueError(f"sequence.log_probs_output: shape {list(shape)}, expected [batch, {n + 1}] "
+                             "(the labels, then stop)")
+        if seq.stop_id != n or seq.start_id != n + 1:
+            raise ValueError(f"sequence: stop_id {seq.stop_id} and start_id {seq.start_id} must be {n} and {n + 1} "
+                             f"for {n} labels")
+        seq.decoding.check_labels(n)
 
 
 def sha256_file(path: Path) -> str:
@@ -175,10 +265,6 @@ def load_manifest(bundle: str | Path, verify: bool = True) -> BundleManifest:
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: unreadable manifest ({exc})") from exc
     manifest = BundleManifest.from_dict(data, str(path))
-    needed = {g.file for g in manifest.graphs.values()} | {str(e.get("file")) for e in manifest.engines.values()}
-    missing_hash = needed - set(manifest.files)
-    if missing_hash:
-        raise ValueError(f"{path}: no sha256 recorded for {sorted(missing_hash)[0]}")
     if verify:
         for name, expected in manifest.files.items():
             member = safe_member(bundle, name)

@@ -5,7 +5,7 @@ import json
 
 from typer.testing import CliRunner
 
-from benchmarks.cli import app
+from corel_annotate.benchmarks.cli import app
 
 
 def test_accuracy_bench_writes_the_table_and_runtime_matches_pytorch(synth_data, feature_cache, tmp_path):
@@ -67,7 +67,7 @@ def test_backbones_bench_rejects_bad_candidates(tmp_path):
 
 
 def test_reference_rows_appear_on_corel5k_only():
-    from benchmarks.accuracy import markdown
+    from corel_annotate.benchmarks.accuracy import markdown
 
     metrics = {"per_class/precision": 0.5, "per_class/recall": 0.4, "per_class/f1": 0.44, "per_image/precision": 0.6,
                "per_image/recall": 0.7, "per_image/f1": 0.65, "N+": 180, "mAP": 0.5}

@@ -7,14 +7,14 @@ import torch
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-from runtime.preprocessing import PreprocessConfig, preprocess
-from training.augment import AugmentConfig, augment_image, crop_box, view_rng
-from training.backbones import build_backbone
-from training.checkpoint import load_checkpoint
-from training.config import DecodeConfig, ModelConfig, SequenceConfig, TrainConfig
-from training.features import cached_features
-from training.registry import create_model
-from training.trainer import ViewDataset, train
+from corel_annotate.runtime.preprocessing import PreprocessConfig, preprocess
+from corel_annotate.training.augment import AugmentConfig, augment_image, crop_box, view_rng
+from corel_annotate.training.backbones import build_backbone
+from corel_annotate.training.checkpoint import load_checkpoint
+from corel_annotate.training.config import DecodingConfig, ModelConfig, SequenceConfig, TrainConfig
+from corel_annotate.training.features import cached_features
+from corel_annotate.training.registry import create_model
+from corel_annotate.training.trainer import ViewDataset, train
 
 
 @settings(max_examples=200, deadline=None)
@@ -55,7 +55,7 @@ def test_views_are_fixed_per_seed_view_and_image():
 
 
 def test_cached_views_differ_from_plain_and_hit_the_cache(synth_data, tmp_path):
-    from runtime.dataset import CorelDataset
+    from corel_annotate.runtime.dataset import CorelDataset
 
     paths = [s.path for s in CorelDataset(synth_data).read("train").samples[:12]]
     net, info = build_backbone("tf_efficientnet_lite0", "imagenet")
@@ -109,7 +109,7 @@ def test_top_stages_need_a_staged_backbone():
 
 def test_training_on_views_with_top_stages_changes_only_the_top(synth_data, feature_cache, tmp_path):
     out = tmp_path / "cnn.ckpt"
-    cfg = train(synth_data, out, ModelConfig(method="cnn", num_labels=0), SequenceConfig(), DecodeConfig(),
+    cfg = train(synth_data, out, ModelConfig(method="cnn", num_labels=0), SequenceConfig(), DecodingConfig(),
                 TrainConfig(epochs=4, image_size=128, seed=2, augment_views=2, train_top=1),
                 cache_dir=feature_cache, log=lambda _m: None, show_progress=False)
     _, payload = load_checkpoint(out)

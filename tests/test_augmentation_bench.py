@@ -7,8 +7,8 @@ import statistics
 import pytest
 from typer.testing import CliRunner
 
-from benchmarks.augmentation import summarise
-from benchmarks.cli import app
+from corel_annotate.benchmarks.augmentation import summarise
+from corel_annotate.benchmarks.cli import app
 
 
 def _run(data: str, seed: int, augmented: bool, f1: float, image_f1: float) -> dict:
@@ -33,8 +33,8 @@ def test_summary_pairs_runs_by_seed():
 
 
 def test_augmentation_bench_end_to_end(synth_data, feature_cache, tmp_path):
-    from runtime.dataset import CorelDataset
-    from training.wgan import WGANConfig, augment_dataset
+    from corel_annotate.runtime.dataset import CorelDataset
+    from corel_annotate.training.wgan import WGANConfig, augment_dataset
 
     aug = tmp_path / "aug"
     cfg = WGANConfig(height=32, width=48, base_channels=8, iterations=1, n_critic=1, batch_size=2, per_image=1)

@@ -5,9 +5,9 @@ import pytest
 import torch
 import timm
 
-from training.backbones import build_backbone
-from training.config import ModelConfig
-from training.registry import create_model
+from corel_annotate.training.backbones import build_backbone
+from corel_annotate.training.config import ModelConfig
+from corel_annotate.training.registry import create_model
 
 
 def test_lite0_takes_packaged_imagenet_weights_positionally():

@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
-from export.bundle import export_bundle
-from runtime.annotator import Annotator
-from runtime.manifest import sha256_file
+from corel_annotate.export.bundle import export_bundle
+from corel_annotate.runtime.annotator import Annotator
+from corel_annotate.runtime.manifest import sha256_file
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 import torch
 from typer.testing import CliRunner
 
-from training.cli import app
+from corel_annotate.training.cli import app
 
 runner = CliRunner()
 
@@ -46,7 +46,7 @@ def test_flags_reach_the_checkpoint(synth_data, feature_cache, tmp_path):
 
 
 def test_preset_picks_backbone_and_size_and_flags_override_it(synth_data, feature_cache, tmp_path):
-    from training.config import PRESETS, resolve_preset
+    from corel_annotate.training.config import PRESETS, resolve_preset
 
     assert resolve_preset("accurate", None, None) == (PRESETS["accurate"].backbone, PRESETS["accurate"].image_size)
     assert resolve_preset("fast", None, 300) == (PRESETS["fast"].backbone, 300)
@@ -76,7 +76,7 @@ def test_backbone_from_keeps_the_adopted_backbone_and_trains_the_head(synth_data
     src, ria = torch.load(source, weights_only=True), torch.load(out, weights_only=True)
     backbone = [k for k in src["state_dict"] if k.startswith("backbone.")]
     assert backbone and all(torch.equal(src["state_dict"][k], ria["state_dict"][k]) for k in backbone)
-    from training.backbones import build_backbone
+    from corel_annotate.training.backbones import build_backbone
 
     imagenet = build_backbone("tf_efficientnet_lite0")[0].state_dict()
     # the adopted backbone carries the source's trained top (conv_head), not ImageNet's

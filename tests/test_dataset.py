@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from runtime.dataset import SKIP_REASONS, CorelDataset, read_annotations
-from runtime.vocabulary import Vocabulary
+from corel_annotate.runtime.dataset import SKIP_REASONS, CorelDataset, read_annotations
+from corel_annotate.runtime.vocabulary import Vocabulary
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "corel5k"
 

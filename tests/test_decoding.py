@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from training.config import DecodeConfig, ModelConfig
-from training.decoding import beam_decode, greedy_decode, length_normaliser
-from training.registry import create_model
+from corel_annotate.training.config import DecodingConfig, ModelConfig
+from corel_annotate.training.decoding import beam_decode, decode, greedy_decode
+from corel_annotate.training.registry import create_model
 
 V = 4
 
@@ -46,27 +46,31 @@ def sequence_logprob(model, feats: torch.Tensor, labels: list[int]) -> float:
     return total
 
 
-def brute_force(model, feats, max_len: int, penalty: float = 0.0, forbid_repeat: bool = True) -> list[int]:
+def brute_force(model, feats, config: DecodingConfig) -> list[int]:
+    """The best label sequence by enumerating every one the rules allow."""
     best, best_score = None, -math.inf
-    for n in range(max_len + 1):
-        seqs = itertools.permutations(range(V), n) if forbid_repeat else itertools.product(range(V), repeat=n)
+    for n in range(config.min_labels, config.max_len + 1):
+        seqs = itertools.permutations(range(V), n) if config.forbid_repeat else itertools.product(range(V), repeat=n)
         for seq in seqs:
-            score = sequence_logprob(model, feats, list(seq)) / length_normaliser(n + 1, penalty)
+            score = sequence_logprob(model, feats, list(seq)) / config.normaliser(n + 1)
             if score > best_score:
                 best, best_score = list(seq), score
     return best
 
 
 @pytest.mark.parametrize("method", ["ria", "sr-cnn-rnn", "attention"])
-@pytest.mark.parametrize("penalty", [0.0, 1.0])
-def test_wide_beam_equals_brute_force(method, penalty):
-    model = tiny_model(method)
+@pytest.mark.parametrize("penalty,formula,min_labels", [(0.0, "n^alpha", 1), (1.0, "n^alpha", 0), (1.0, "gnmt", 1),
+                                                        (-0.5, "n^alpha", 2)])
+def test_wide_beam_equals_brute_force(method, penalty, formula, min_labels):
+    model = tiny_model(method, stop_bias=2.0)
     feats = feats_for(model, 3)
-    config = DecodeConfig(beam_width=500, max_len=3, length_penalty=penalty)
+    config = DecodingConfig(beam_width=500, max_len=3, length_penalty=penalty, length_penalty_formula=formula,
+                            min_labels=min_labels)
     with torch.no_grad():
         hyps = beam_decode(model, model.init_state(feats), config)
         for i, hyp in enumerate(hyps):
-            assert hyp.labels == brute_force(model, feats[i:i + 1], 3, penalty)
+            assert hyp.labels == brute_force(model, feats[i:i + 1], config)
+            assert len(hyp.labels) >= min_labels
             assert hyp.logprob == pytest.approx(sequence_logprob(model, feats[i:i + 1], hyp.labels), abs=1e-4)
 
 
@@ -74,7 +78,7 @@ def test_wide_beam_equals_brute_force(method, penalty):
 def test_beam_width_one_equals_greedy(method):
     model = tiny_model(method, seed=4)
     feats = feats_for(model, 6, seed=2)
-    config = DecodeConfig(beam_width=1, max_len=4)
+    config = DecodingConfig(beam_width=1, max_len=4)
     greedy = greedy_decode(model, model.init_state(feats), config)
     beam = beam_decode(model, model.init_state(feats), config)
     assert [h.labels for h in greedy] == [h.labels for h in beam]
@@ -86,10 +90,10 @@ def test_beam_width_one_equals_greedy(method):
 def test_repeat_rule():
     model = tiny_model(repeat_bias=8.0, stop_bias=-8.0)
     feats = feats_for(model, 4)
-    allow = greedy_decode(model, model.init_state(feats), DecodeConfig(max_len=3, forbid_repeat=False))
+    allow = greedy_decode(model, model.init_state(feats), DecodingConfig(max_len=3, forbid_repeat=False))
     assert any(len(set(h.labels)) < len(h.labels) for h in allow), "the biased model should repeat label 0"
     for decoder, width in ((greedy_decode, 1), (beam_decode, 3)):
-        hyps = decoder(model, model.init_state(feats), DecodeConfig(beam_width=width, max_len=3, forbid_repeat=True))
+        hyps = decoder(model, model.init_state(feats), DecodingConfig(beam_width=width, max_len=3, forbid_repeat=True))
         assert all(len(set(h.labels)) == len(h.labels) for h in hyps)
 
 
@@ -98,16 +102,49 @@ def test_length_is_bounded_and_stop_is_forced():
     feats = feats_for(model, 5)
     for width in (1, 3):
         hyps = (greedy_decode if width == 1 else beam_decode)(
-            model, model.init_state(feats), DecodeConfig(beam_width=width, max_len=2))
+            model, model.init_state(feats), DecodingConfig(beam_width=width, max_len=2))
         assert all(len(h.labels) == 2 for h in hyps)
 
 
 def test_label_scores_are_emission_probabilities():
     model = tiny_model("attention", seed=7)
     feats = feats_for(model, 3)
-    for hyp in greedy_decode(model, model.init_state(feats), DecodeConfig(max_len=3)):
+    for hyp in greedy_decode(model, model.init_state(feats), DecodingConfig(max_len=3)):
         assert len(hyp.scores) == len(hyp.labels)
         assert all(0.0 < s <= 1.0 for s in hyp.scores)
         assert len(hyp.alphas) == len(hyp.labels) + 1
         assert all(sum(a) == pytest.approx(1.0, abs=1e-5) for a in hyp.alphas)
         assert sum(math.log(s) for s in hyp.scores) >= hyp.logprob - 1e-5
+
+
+def test_min_labels_masks_stop():
+    model = tiny_model(stop_bias=20.0)          # stop is by far the likeliest first token
+    feats = feats_for(model, 4)
+    empty = greedy_decode(model, model.init_state(feats), DecodingConfig(max_len=3, min_labels=0))
+    assert all(h.labels == [] for h in empty)
+    for width in (1, 3):
+        for min_labels in (1, 2):
+            config = DecodingConfig(beam_width=width, max_len=3, min_labels=min_labels)
+            hyps = (greedy_decode if width == 1 else beam_decode)(model, model.init_state(feats), config)
+            assert all(len(h.labels) == min_labels for h in hyps)
+
+
+def test_length_penalty_formulas():
+    assert DecodingConfig(length_penalty=1.0).normaliser(4) == 4.0
+    assert DecodingConfig(length_penalty=1.0, length_penalty_formula="gnmt").normaliser(4) == pytest.approx(1.5)
+    assert DecodingConfig(length_penalty=0.0).normaliser(4) == 1.0
+
+
+@pytest.mark.parametrize("bad", [dict(beam_width=0), dict(beam_width=-2), dict(beam_width=True), dict(beam_width="3"),
+                                 dict(max_len=0), dict(min_labels=6, max_len=5), dict(min_labels=-1),
+                                 dict(length_penalty=float("nan")), dict(length_penalty_formula="hf"),
+                                 dict(forbid_repeat=1)])
+def test_decoding_config_refuses_bad_values(bad):
+    with pytest.raises(ValueError):
+        DecodingConfig(**bad)
+
+
+def test_decoding_config_refuses_more_min_labels_than_distinct_labels():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="min_labels"):
+        decode(model, model.init_state(feats_for(model, 1)), DecodingConfig(max_len=5, min_labels=V + 1))

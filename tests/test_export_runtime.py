@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from conftest import EXPORT_METHODS, REPO
-from export.onnx_graphs import wrappers
-from runtime.annotator import Annotator
-from runtime.dataset import CorelDataset
-from runtime.metrics import annotation_metrics, label_sets_to_matrix
-from runtime.preprocessing import PreprocessConfig, preprocess_file
-from training.checkpoint import model_from_checkpoint
-from training.config import DecodeConfig
-from training.evaluation import predict_images
+from corel_annotate.export.onnx_graphs import wrappers
+from corel_annotate.runtime.annotator import Annotator
+from corel_annotate.runtime.dataset import CorelDataset
+from corel_annotate.runtime.metrics import annotation_metrics, label_sets_to_matrix
+from corel_annotate.runtime.preprocessing import PreprocessConfig, preprocess_file
+from corel_annotate.training.checkpoint import model_from_checkpoint
+from corel_annotate.training.config import DecodingConfig
+from corel_annotate.training.evaluation import predict_images
 
 
 def split_and_vocab(data):
@@ -29,7 +29,7 @@ def split_and_vocab(data):
 
 def torch_predictions(model, cfg, images: np.ndarray, beam_width: int) -> tuple[list[list[int]], np.ndarray | None]:
     """The PyTorch reference path from preprocessed images to label sets (and scores)."""
-    config = DecodeConfig(beam_width=beam_width, max_len=cfg.decode.max_len, forbid_repeat=cfg.decode.forbid_repeat)
+    config = DecodingConfig(beam_width=beam_width, max_len=cfg.decode.max_len, forbid_repeat=cfg.decode.forbid_repeat)
     p = predict_images(model, images, config, cfg.thresholds, cfg.top_k, cfg.min_labels)
     return p.label_sets, p.scores
 
@@ -98,7 +98,7 @@ def test_eval_metrics_equal_pytorch_evaluation(bundles, synth_data, test_batch, 
     sets, probs = torch_predictions(model, cfg, images, cfg.decode.beam_width)
     targets = label_sets_to_matrix(split.label_ids(vocab), len(vocab))
     reference = annotation_metrics(targets, label_sets_to_matrix(sets, len(vocab)), probs).to_dict()
-    result = subprocess.run([sys.executable, "-m", "runtime.cli_eval", "--model", str(bundle), "--data",
+    result = subprocess.run([sys.executable, "-m", "corel_annotate.runtime.cli_eval", "--model", str(bundle), "--data",
                              str(synth_data), "--json", "--no-progress"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     got = json.loads(result.stdout)
@@ -124,9 +124,9 @@ def test_runtime_never_imports_torch(bundles, synth_data, tmp_path):
     script = f"""
 import sys
 sys.modules['torch'] = None  # any attempt to import torch now fails
-from runtime.annotator import Annotator
-from runtime.evaluation import evaluate_bundle
-from runtime.cli import infer_app, eval_app
+from corel_annotate.runtime.annotator import Annotator
+from corel_annotate.runtime.evaluation import evaluate_bundle
+from corel_annotate.runtime.cli import infer_app, eval_app
 a = Annotator.load({str(bundle)!r})
 print(len(a.annotate([{str(next((synth_data / 'images').iterdir()))!r}], beam_width=3)))
 print(evaluate_bundle(Annotator.load({str(gcn)!r}), {str(synth_data)!r}).metrics.per_class_f1 > 0)
@@ -144,7 +144,7 @@ def test_preprocessing_matches_the_torchvision_training_transform(synth_data):
     tv = pytest.importorskip("torchvision.transforms")
     from PIL import Image
 
-    from runtime.preprocessing import load_image
+    from corel_annotate.runtime.preprocessing import load_image
 
     paths = sorted((synth_data / "images").iterdir())[:5]
     shared = REPO.parent / "shared" / "datasets" / "miml-scenes" / "images"

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.glove import label_embeddings, read_glove
+from corel_annotate.training.glove import label_embeddings, read_glove
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "corel5k"
 

@@ -8,7 +8,7 @@ import json
 from PIL import Image
 from typer.testing import CliRunner
 
-from runtime.cli import infer_app
+from corel_annotate.runtime.cli import infer_app
 
 runner = CliRunner()
 
@@ -73,7 +73,7 @@ def test_bad_bundle_exits_2(tmp_path, synth_data):
 def test_missing_provider_falls_back_to_cpu_with_a_message(capsys):
     import onnxruntime as ort
 
-    from runtime import session
+    from corel_annotate.runtime import session
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         import pytest

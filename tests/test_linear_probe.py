@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from benchmarks.linear_probe import fit_logistic, linear_probe
+from corel_annotate.benchmarks.linear_probe import fit_logistic, linear_probe
 
 
 def test_fit_reaches_a_stationary_point_of_the_regularised_loss():

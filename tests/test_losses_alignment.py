@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.alignment import align_mla, align_pla
-from training.losses import AsymmetricLoss
+from corel_annotate.training.alignment import align_mla, align_pla
+from corel_annotate.training.losses import AsymmetricLoss
 
 
 def test_asl_without_focusing_or_margin_is_bce_summed_over_labels():

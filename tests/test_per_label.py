@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from benchmarks.cli import app
-from benchmarks.per_label import label_scores, per_label_view
+from corel_annotate.benchmarks.cli import app
+from corel_annotate.benchmarks.per_label import label_scores, per_label_view
 
 
 def test_label_scores_by_hand():

@@ -5,8 +5,8 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
-from training.plot_cli import app
-from training.plots import neighbour_cooccurrence, tsne_2d
+from corel_annotate.training.plot_cli import app
+from corel_annotate.training.plots import neighbour_cooccurrence, tsne_2d
 
 
 def test_tsne_keeps_separate_clusters_apart():

@@ -8,11 +8,11 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
-from benchmarks.cli import app as bench_app
-from benchmarks.flops import graph_flops
-from export.bundle import export_bundle
-from runtime.annotator import Annotator
-from runtime.evaluation import evaluate_bundle
+from corel_annotate.benchmarks.cli import app as bench_app
+from corel_annotate.benchmarks.flops import graph_flops
+from corel_annotate.export.bundle import export_bundle
+from corel_annotate.runtime.annotator import Annotator
+from corel_annotate.runtime.evaluation import evaluate_bundle
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,14 @@ from PIL import Image
 
 from conftest import REPO
 from corpus import build_corpus
-from runtime.decoding import DecodeOptions, beam_search, greedy
-from runtime.preprocessing import PreprocessConfig, display_path, load_image, preprocess, preprocess_file
+from corel_annotate.runtime.decoder_state import DecoderState
+from corel_annotate.runtime.decoding import beam_search, greedy
+from corel_annotate.runtime.decoding_config import DecodingConfig
+from corel_annotate.runtime.preprocessing import PreprocessConfig, display_path, load_image, preprocess, preprocess_file
 
 
 def run_infer(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "runtime.cli_infer", *map(str, args), "--no-progress"],
+    return subprocess.run([sys.executable, "-m", "corel_annotate.runtime.cli_infer", *map(str, args), "--no-progress"],
                           capture_output=True, text=True, cwd=REPO, timeout=timeout)
 
 
@@ -68,7 +70,7 @@ def test_kill_and_resume_annotates_every_image_once(bundles, synth_data, tmp_pat
     listing = tmp_path / "list.txt"
     listing.write_text("\n".join(map(str, images)) + "\n")
     out = tmp_path / "r.jsonl"
-    cmd = [sys.executable, "-m", "runtime.cli_infer", str(listing), "--model", str(bundles["attention"][1]), "-o",
+    cmd = [sys.executable, "-m", "corel_annotate.runtime.cli_infer", str(listing), "--model", str(bundles["attention"][1]), "-o",
            str(out), "--batch-size", "1", "--no-progress", "--beam-width", "3"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -101,29 +103,33 @@ class RandomStep:
         self.out = rng.normal(0, 2.0, (hidden, labels + 1))
 
     def __call__(self, tokens, state):
-        h = np.tanh(state["h"] @ self.rec + self.emb[tokens])
+        h = np.tanh(state.rows["h"] @ self.rec + self.emb[tokens])
         logits = h @ self.out
         logp = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
-        return logp.astype(np.float32), {**state, "h": h}, None
+        return logp.astype(np.float32), state.with_rows({"h": h}), None
 
 
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 10_000), labels=st.integers(1, 7), batch=st.integers(1, 5), max_len=st.integers(1, 5),
-       width=st.integers(1, 6), forbid=st.booleans(), penalty=st.sampled_from([0.0, 0.6, 1.0]))
-def test_decoder_properties(seed, labels, batch, max_len, width, forbid, penalty):
+       width=st.integers(1, 6), forbid=st.booleans(), penalty=st.sampled_from([0.0, 0.6, 1.0]),
+       min_labels=st.integers(0, 2))
+def test_decoder_properties(seed, labels, batch, max_len, width, forbid, penalty, min_labels):
     step = RandomStep(seed, labels)
-    state = {"h": np.random.default_rng(seed + 1).normal(size=(batch, 6))}
-    opts = DecodeOptions(num_labels=labels, max_len=max_len, beam_width=width, forbid_repeat=forbid,
-                         length_penalty=penalty)
-    results = beam_search(step, dict(state), opts) if width > 1 else greedy(step, dict(state), opts)
+    min_labels = min(min_labels, max_len, labels if forbid else max_len)
+    h0 = np.random.default_rng(seed + 1).normal(size=(batch, 6))
+    config = DecodingConfig(max_len=max_len, beam_width=width, forbid_repeat=forbid, length_penalty=penalty,
+                            min_labels=min_labels)
+    search = beam_search if width > 1 else greedy
+    results = search(step, DecoderState.start({"h": h0}, {}), config, labels)
     assert len(results) == batch
     for r in results:
-        assert len(r.labels) <= max_len
+        assert min_labels <= len(r.labels) <= max_len
         assert all(0 <= x < labels for x in r.labels), "stop or start never appears among the labels"
         if forbid:
             assert len(set(r.labels)) == len(r.labels)
             assert len(r.labels) <= labels
         assert all(0.0 < s <= 1.0 for s in r.scores) and len(r.scores) == len(r.labels)
         assert r.logprob <= 1e-6
-    one = beam_search(step, dict(state), DecodeOptions(labels, max_len, 1, forbid, penalty))
-    assert [r.labels for r in one] == [r.labels for r in greedy(step, dict(state), DecodeOptions(labels, max_len, 1, forbid, penalty))]
+    if not penalty:   # without a length penalty a one-wide beam stops where greedy does
+        one = beam_search(step, DecoderState.start({"h": h0}, {}), config.greedy(), labels)
+        assert [r.labels for r in one] == [r.labels for r in greedy(step, DecoderState.start({"h": h0}, {}), config.greedy(), labels)]

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.vocabulary import Vocabulary
-from training.models.gcn import correlation_matrix
-from training.sequences import encode_sequences, label_rank, multi_hot
+from corel_annotate.runtime.vocabulary import Vocabulary
+from corel_annotate.training.models.gcn import correlation_matrix
+from corel_annotate.training.sequences import encode_sequences, label_rank, multi_hot
 
 VOCAB = Vocabulary(("a", "b", "c", "d", "e"))  # V = 5, stop = 5, start = 6
 

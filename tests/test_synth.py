@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from training.synth import (
+from corel_annotate.training.synth import (
     COLORS,
     SynthConfig,
     app,

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from runtime.thresholds import GRID, f1, mcc, tune_thresholds
-from training.checkpoint import load_checkpoint
+from corel_annotate.runtime.thresholds import GRID, f1, mcc, tune_thresholds
+from corel_annotate.training.checkpoint import load_checkpoint
 
 
 def test_mcc_and_f1_hand_counts():
@@ -48,7 +48,7 @@ def test_trained_thresholds_reach_the_bundle(bundles):
         assert len(cfg.thresholds) == len(cfg.vocabulary) and len(set(cfg.thresholds)) == 1  # balanced: one threshold
         # at most as many labels as a training image has (the synthetic photos carry 1-4), at least one
         assert manifest["scoring"]["top_k"] == cfg.top_k == 4 and manifest["scoring"]["min_labels"] == cfg.min_labels == 1
-        from runtime.annotator import Annotator
+        from corel_annotate.runtime.annotator import Annotator
 
         annotator = Annotator.load(bundle)
         assert (annotator.manifest.scoring.top_k, annotator.manifest.scoring.min_labels) == (4, 1)
@@ -60,9 +60,9 @@ def test_trained_thresholds_reach_the_bundle(bundles):
 
 
 def test_balanced_threshold_is_the_grid_optimum():
-    from runtime.metrics import annotation_metrics, label_sets_to_matrix
-    from runtime.scoring import select_labels
-    from runtime.thresholds import balanced_threshold
+    from corel_annotate.runtime.metrics import annotation_metrics, label_sets_to_matrix
+    from corel_annotate.runtime.scoring import select_labels
+    from corel_annotate.runtime.thresholds import balanced_threshold
 
     rng = np.random.default_rng(2)
     targets = rng.random((120, 9)) < np.linspace(0.05, 0.5, 9)  # rare to common labels
@@ -77,7 +77,7 @@ def test_balanced_threshold_is_the_grid_optimum():
 
 
 def test_select_labels_cap_and_floor():
-    from runtime.scoring import select_labels
+    from corel_annotate.runtime.scoring import select_labels
 
     probs = np.array([[0.9, 0.8, 0.7, 0.1], [0.2, 0.1, 0.3, 0.05], [0.6, 0.2, 0.1, 0.0]], dtype=np.float32)
     thr = [0.5] * 4

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.dataset import CorelDataset
-from runtime.metrics import annotation_metrics
-from training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from training.config import DecodeConfig, ModelConfig, SequenceConfig, TrainConfig
-from training.sequences import multi_hot
-from training.trainer import last_path, train
+from corel_annotate.runtime.dataset import CorelDataset
+from corel_annotate.runtime.metrics import annotation_metrics
+from corel_annotate.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from corel_annotate.training.config import DecodingConfig, ModelConfig, SequenceConfig, TrainConfig
+from corel_annotate.training.sequences import multi_hot
+from corel_annotate.training.trainer import last_path, train
 
 IMAGE_SIZE = 128
 
@@ -24,7 +24,7 @@ IMAGE_SIZE = 128
 def run(data: Path, out: Path, cache: Path, method: str, epochs: int = 12, resume: bool = False, **model_kw):
     model_cfg = ModelConfig(method=method, num_labels=0, **model_kw)
     train_cfg = TrainConfig(epochs=epochs, batch_size=32, image_size=IMAGE_SIZE, device="cpu", seed=3)
-    return train(data, out, model_cfg, SequenceConfig(), DecodeConfig(), train_cfg, cache_dir=cache, resume=resume,
+    return train(data, out, model_cfg, SequenceConfig(), DecodingConfig(), train_cfg, cache_dir=cache, resume=resume,
                  log=lambda _m: None, show_progress=False)
 
 
@@ -100,7 +100,7 @@ def test_resume_continues_from_last_epoch(synth_data, feature_cache, tmp_path):
     parted = tmp_path / "parted.ckpt"
     model_cfg = ModelConfig(method="attention", num_labels=0)
     train_cfg = TrainConfig(epochs=5, batch_size=32, image_size=IMAGE_SIZE, device="cpu", seed=3)
-    train(synth_data, parted, model_cfg, SequenceConfig(), DecodeConfig(), train_cfg, cache_dir=feature_cache,
+    train(synth_data, parted, model_cfg, SequenceConfig(), DecodingConfig(), train_cfg, cache_dir=feature_cache,
           log=lambda _m: None, show_progress=False, stop_after=2)
     cfg_mid, mid = load_checkpoint(last_path(parted))
     assert mid["epoch"] == 1 and len(cfg_mid.history) == 2
@@ -155,7 +155,7 @@ def test_torchrun_two_cpu_processes(synth_data, feature_cache, tmp_path):
     out = tmp_path / "ddp.ckpt"
     env = {**os.environ, "COREL_CACHE_DIR": str(feature_cache), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "training.cli", "--data", str(synth_data), "--method", "cnn", "--epochs", "8",
+           "-m", "corel_annotate.training.cli", "--data", str(synth_data), "--method", "cnn", "--epochs", "8",
            "--image-size", str(IMAGE_SIZE), "--out", str(out), "--device", "cpu", "--no-progress",
            "--cache-dir", str(feature_cache)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -175,7 +175,7 @@ def test_finetune_trains_the_backbone(synth_data, tmp_path):
     out = tmp_path / "ft.ckpt"
     model_cfg = ModelConfig(method="cnn", num_labels=0, backbone="resnet10t", backbone_weights=str(weights))
     train_cfg = TrainConfig(epochs=1, batch_size=32, image_size=64, device="cpu", freeze_backbone=False, workers=0)
-    train(synth_data, out, model_cfg, SequenceConfig(), DecodeConfig(), train_cfg, cache_dir=tmp_path / "c",
+    train(synth_data, out, model_cfg, SequenceConfig(), DecodingConfig(), train_cfg, cache_dir=tmp_path / "c",
           log=lambda _m: None, show_progress=False)
     _, payload = load_checkpoint(out)
     trained = payload["state_dict"]["backbone.conv1.0.weight"]

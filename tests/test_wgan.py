@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from runtime.dataset import CorelDataset
-from training.augment_cli import app
-from training.synth import SynthConfig, generate
-from training.wgan import (
+from corel_annotate.runtime.dataset import CorelDataset
+from corel_annotate.training.augment_cli import app
+from corel_annotate.training.synth import SynthConfig, generate
+from corel_annotate.training.wgan import (
     Critic,
     Generator,
     WGANConfig,
@@ -175,7 +175,7 @@ def test_resume_skips_finished_images(data: Path, augmented: tuple[Path, dict], 
 
 
 def test_augmentation_sheet(data: Path, augmented: tuple[Path, dict], tmp_path: Path) -> None:
-    from training.plots import augmentation_sheet
+    from corel_annotate.training.plots import augmentation_sheet
 
     png = augmentation_sheet(data, augmented[0], tmp_path / "sheet.png", rows=6)
     with Image.open(png) as im:
@@ -200,7 +200,7 @@ def test_cli_runs(data: Path, tmp_path: Path) -> None:
 
 
 def test_source_stem_reads_generated_names():
-    from training.wgan import source_stem
+    from corel_annotate.training.wgan import source_stem
 
     assert source_stem("1000_gan_2.jpeg") == "1000"
     assert source_stem("a_gan_b_gan_0.jpeg") == "a_gan_b"
@@ -212,8 +212,8 @@ def test_training_mixes_in_generated_images_but_not_offspring_of_validation_imag
     validation images are left out so that checkpoint selection stays honest."""
     import shutil
 
-    from training.config import DecodeConfig, ModelConfig, SequenceConfig, TrainConfig
-    from training.trainer import train
+    from corel_annotate.training.config import DecodingConfig, ModelConfig, SequenceConfig, TrainConfig
+    from corel_annotate.training.trainer import train
 
     ds = CorelDataset(synth_data)
     samples = ds.read("train").samples
@@ -227,7 +227,7 @@ def test_training_mixes_in_generated_images_but_not_offspring_of_validation_imag
         entries.append({"image_name": name, "image_labels": list(s.labels)})
     (aug / "train_aug.json").write_text(json.dumps({"samples": entries}))
     cfg = train(synth_data, tmp_path / "cnn.ckpt", ModelConfig(method="cnn", num_labels=0), SequenceConfig(),
-                DecodeConfig(), TrainConfig(epochs=2, image_size=128, seed=3, augmented_dir=str(aug)),
+                DecodingConfig(), TrainConfig(epochs=2, image_size=128, seed=3, augmented_dir=str(aug)),
                 cache_dir=feature_cache, log=lambda _m: None, show_progress=False)
     val, n = cfg.data["val_images"], len(samples)
     assert cfg.data["augmented"] == {"dir": str(aug), "images": n - val, "excluded_validation_sources": val}
@@ -235,8 +235,8 @@ def test_training_mixes_in_generated_images_but_not_offspring_of_validation_imag
 
 
 def test_training_refuses_augmented_images_with_another_vocabulary(synth_data, tmp_path):
-    from training.config import DecodeConfig, ModelConfig, SequenceConfig, TrainConfig
-    from training.trainer import train
+    from corel_annotate.training.config import DecodingConfig, ModelConfig, SequenceConfig, TrainConfig
+    from corel_annotate.training.trainer import train
 
     aug = tmp_path / "aug"
     (aug / "images").mkdir(parents=True)
@@ -244,7 +244,7 @@ def test_training_refuses_augmented_images_with_another_vocabulary(synth_data, t
     (aug / "train_aug.json").write_text(json.dumps({"samples": []}))
     with pytest.raises(ValueError, match="differs from the training data's vocabulary"):
         train(synth_data, tmp_path / "x.ckpt", ModelConfig(method="cnn", num_labels=0), SequenceConfig(),
-              DecodeConfig(), TrainConfig(epochs=1, image_size=128, augmented_dir=str(aug)),
+              DecodingConfig(), TrainConfig(epochs=1, image_size=128, augmented_dir=str(aug)),
               log=lambda _m: None, show_progress=False)
 
 
@@ -253,10 +253,10 @@ def test_augmented_training_caches_photos_and_generated_images_apart(synth_data,
     images reuses them), and each generated copy of a photo gets that photo's features."""
     import shutil
 
-    from training.backbones import build_backbone
-    from training.config import DecodeConfig, ModelConfig, SequenceConfig, TrainConfig
-    from training.features import cache_key
-    from runtime.preprocessing import PreprocessConfig
+    from corel_annotate.training.backbones import build_backbone
+    from corel_annotate.training.config import DecodingConfig, ModelConfig, SequenceConfig, TrainConfig
+    from corel_annotate.training.features import cache_key
+    from corel_annotate.runtime.preprocessing import PreprocessConfig
 
     samples = CorelDataset(synth_data).read("train").samples
     aug = tmp_path / "aug"
@@ -268,10 +268,10 @@ def test_augmented_training_caches_photos_and_generated_images_apart(synth_data,
     (aug / "train_aug.json").write_text(json.dumps({"samples": [
         {"image_name": f"{Path(s.image_name).stem}_gan_0.jpeg", "image_labels": list(s.labels)} for s in chosen]}))
     cache = tmp_path / "cache"
-    from training.trainer import train
+    from corel_annotate.training.trainer import train
 
     cfg = train(synth_data, tmp_path / "cnn.ckpt", ModelConfig(method="cnn", num_labels=0), SequenceConfig(),
-                DecodeConfig(), TrainConfig(epochs=1, image_size=128, seed=4, augment_views=1, train_top=0,
+                DecodingConfig(), TrainConfig(epochs=1, image_size=128, seed=4, augment_views=1, train_top=0,
                                             val_fraction=0.0, augmented_dir=str(aug)),
                 cache_dir=cache, log=lambda _m: None, show_progress=False)
     assert cfg.data["augmented"]["images"] == 5

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from runtime.preprocessing import INTERPOLATIONS, PreprocessConfig, load_image
+from corel_annotate.runtime.preprocessing import INTERPOLATIONS, PreprocessConfig, load_image
 
 
 @dataclass(frozen=True)

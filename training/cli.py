@@ -10,18 +10,19 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .config import DEFAULT_PRESET, HEAD_ONLY_EPOCHS, PRESETS, DecodeConfig, ModelConfig, SequenceConfig, TrainConfig, resolve_preset
+from .config import (DEFAULT_PRESET, HEAD_ONLY_EPOCHS, PRESETS, DecodingConfig, ModelConfig, SequenceConfig, TrainConfig,
+                     resolve_preset)
+from .registry import list_methods, method_spec
 
 console = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
-class Method(str, Enum):
-    cnn = "cnn"
-    ml_gcn = "ml-gcn"
-    ria = "ria"
-    sr_cnn_rnn = "sr-cnn-rnn"
-    attention = "attention"
+Method = Enum("Method", {name: name for name in list_methods()}, type=str)  # the registry's methods
+
+
+def _method_help() -> str:
+    return "Annotation method: " + "; ".join(f"{name}: {method_spec(name).summary}" for name in list_methods()) + "."
 
 
 class Loss(str, Enum):
@@ -51,7 +52,7 @@ def _cuda_available() -> bool:
 @app.command()
 def main(
     data: Path = typer.Option(..., "--data", help="Corel-layout directory: images/, train.json, test.json, vocabulary.txt."),
-    method: Method = typer.Option(Method.attention, "--method", help="Annotation method."),
+    method: Method = typer.Option("attention", "--method", help=_method_help()),
     out: Path = typer.Option(Path("model.ckpt"), "--out", "-o", help="Best checkpoint (by validation per-class F1). "
                              "The last epoch, with optimizer state, goes beside it as NAME.last.ckpt."),
     preset: str = typer.Option(DEFAULT_PRESET, help="Backbone and input size in one word: "
@@ -69,63 +70,67 @@ def main(
     cache_dir: Optional[Path] = typer.Option(None, help="Feature cache (default $COREL_CACHE_DIR or ~/.cache/corel-annotate)."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs (default 15; 40 with --backbone-from, where "
                                          "an epoch trains the head alone and costs seconds)."),
-    batch_size: int = typer.Option(32, help="Images per batch (per process under torchrun)."),
-    lr: float = typer.Option(1e-3, help="Peak learning rate of the head/decoder (Adam, one-cycle schedule)."),
-    backbone_lr: float = typer.Option(1e-4, help="Peak learning rate of the backbone with --finetune."),
-    weight_decay: float = typer.Option(0.0, help="Adam weight decay."),
-    pct_start: float = typer.Option(0.2, help="Fraction of the one-cycle schedule spent warming up."),
-    grad_clip: float = typer.Option(5.0, help="Clip the gradient norm (0: off)."),
-    val_fraction: float = typer.Option(0.1, help="Share of train.json held out for validation and checkpoint selection; "
+    batch_size: int = typer.Option(TrainConfig.batch_size, help="Images per batch (per process under torchrun)."),
+    lr: float = typer.Option(TrainConfig.lr, help="Peak learning rate of the head/decoder (Adam, one-cycle schedule)."),
+    backbone_lr: float = typer.Option(TrainConfig.backbone_lr, help="Peak learning rate of the backbone with --finetune."),
+    weight_decay: float = typer.Option(TrainConfig.weight_decay, help="Adam weight decay."),
+    pct_start: float = typer.Option(TrainConfig.pct_start, help="Fraction of the one-cycle schedule spent warming up."),
+    grad_clip: float = typer.Option(TrainConfig.grad_clip, help="Clip the gradient norm (0: off)."),
+    val_fraction: float = typer.Option(TrainConfig.val_fraction, help="Share of train.json held out for validation and checkpoint selection; "
                                        "the test split is never used for selection."),
-    seed: int = typer.Option(1, help="Random seed."),
-    hidden_size: int = typer.Option(512, help="LSTM hidden size (the reference uses 2048)."),
-    emb_size: int = typer.Option(256, help="Label embedding size without --glove (with it, the GloVe dimension)."),
-    attention_size: int = typer.Option(256, help="Attention projection size (the reference uses 1024)."),
-    dropout: float = typer.Option(0.5, help="Dropout before the decoder's output layer."),
-    emb_dropout: float = typer.Option(0.3, help="Dropout on label embeddings."),
-    head_dropout: float = typer.Option(0.3, help="Dropout before the cnn / concept heads."),
+    seed: int = typer.Option(TrainConfig.seed, help="Random seed."),
+    hidden_size: int = typer.Option(ModelConfig.hidden_size, help="LSTM hidden size (the reference uses 2048)."),
+    emb_size: int = typer.Option(ModelConfig.emb_size, help="Label embedding size without --glove (with it, the GloVe dimension)."),
+    attention_size: int = typer.Option(ModelConfig.attention_size, help="Attention projection size (the reference uses 1024)."),
+    dropout: float = typer.Option(ModelConfig.dropout, help="Dropout before the decoder's output layer."),
+    emb_dropout: float = typer.Option(ModelConfig.emb_dropout, help="Dropout on label embeddings."),
+    head_dropout: float = typer.Option(ModelConfig.head_dropout, help="Dropout before the cnn / concept heads."),
     glove: Optional[Path] = typer.Option(None, help="GloVe text file: label embeddings (frozen for the recurrent "
                                          "methods, GCN inputs for ml-gcn). Without it the embeddings are trainable."),
     ordering: Ordering = typer.Option(Ordering.rare_first, help="Label order in training sequences."),
-    max_seq_len: int = typer.Option(5, help="Most labels per sequence (longer label sets are truncated and counted)."),
+    max_seq_len: int = typer.Option(SequenceConfig.max_seq_len, help="Most labels per sequence (longer label sets are truncated and counted)."),
     order_free: OrderFree = typer.Option(OrderFree.none, help="Order-free training for recurrent methods: "
                                          "mla (minimal-loss alignment, Hungarian) or pla (partial alignment)."),
-    beam_width: int = typer.Option(1, help="Beam width stored as the decoding default; >1 also reports beam test metrics."),
+    beam_width: int = typer.Option(DecodingConfig.beam_width, help="Beam width stored as the decoding default; >1 also reports beam test metrics."),
     forbid_repeat: bool = typer.Option(True, "--forbid-repeat/--allow-repeat", help="Forbid emitting a label twice."),
-    length_penalty: float = typer.Option(0.0, help="Beam length penalty alpha (0: plain summed log-probability)."),
+    length_penalty: float = typer.Option(DecodingConfig.length_penalty, help="Beam length penalty alpha: finished "
+                                         "hypotheses rank by logprob / n^alpha, n tokens including stop (0: plain "
+                                         "summed log-probability)."),
+    min_labels: int = typer.Option(DecodingConfig.min_labels, help="Recurrent methods: stop is masked until this "
+                                   "many labels were emitted (0 allows an empty annotation)."),
     loss: Loss = typer.Option(Loss.bce, help="Loss for cnn and ml-gcn."),
-    gamma_pos: float = typer.Option(0.0, help="ASL focusing on positives."),
-    gamma_neg: float = typer.Option(4.0, help="ASL focusing on negatives."),
-    clip: float = typer.Option(0.05, help="ASL probability margin on negatives."),
-    focal_gamma: float = typer.Option(2.0, help="Focal loss gamma."),
-    threshold_tuning: str = typer.Option("balanced", help="cnn/ml-gcn operating point, tuned on the validation "
+    gamma_pos: float = typer.Option(ModelConfig.gamma_pos, help="ASL focusing on positives."),
+    gamma_neg: float = typer.Option(ModelConfig.gamma_neg, help="ASL focusing on negatives."),
+    clip: float = typer.Option(ModelConfig.clip, help="ASL probability margin on negatives."),
+    focal_gamma: float = typer.Option(ModelConfig.focal_gamma, help="Focal loss gamma."),
+    threshold_tuning: str = typer.Option(TrainConfig.threshold_tuning, help="cnn/ml-gcn operating point, tuned on the validation "
                                          "split and stored in the checkpoint and bundle. balanced: one threshold "
                                          "maximising the mean of per-class and per-image F1, at most as many labels "
                                          "per image as a training image has, at least one. f1/mcc: one threshold "
                                          "per label maximising its F1 or MCC. none: 0.5."),
-    augment_views: int = typer.Option(4, help="Training augmentation (random resized crop + horizontal flip): with a "
+    augment_views: int = typer.Option(TrainConfig.augment_views, help="Training augmentation (random resized crop + horizontal flip): with a "
                                       "frozen backbone, the features of this many augmented views per image are "
                                       "cached and each epoch draws one view per image (or the plain one); when "
                                       "fine-tuning, any value > 0 crops every image afresh each epoch. 0: off."),
-    train_top: int = typer.Option(2, help="With a frozen backbone: also train its last K stages and head "
+    train_top: int = typer.Option(TrainConfig.train_top, help="With a frozen backbone: also train its last K stages and head "
                                   "convolution (lr --backbone-lr), on cached outputs of the stages below "
                                   "(EfficientNet/MobileNet-style backbones; others train the head only). 0: "
                                   "only the method's head trains."),
     augmented: Optional[Path] = typer.Option(None, help="corel-augment output (train_aug.json, images/): its "
                                              "generated images join the training images (never the validation "
                                              "split; offspring of validation images are left out)."),
-    augment_min_scale: float = typer.Option(0.35, help="Smallest crop, as a share of the photo's area."),
+    augment_min_scale: float = typer.Option(TrainConfig.augment_min_scale, help="Smallest crop, as a share of the photo's area."),
     backbone_from: Optional[Path] = typer.Option(None, help="Start from the backbone of another checkpoint of the "
                                                  "same data, split and --train-top (typically `--method cnn "
                                                  "--loss asl`), keep it frozen and train only this method's head "
                                                  "on its cached features: the two-stage recipe of RIA and "
                                                  "SR-CNN-RNN, minutes instead of the top stages' hour on large "
                                                  "label sets."),
-    gcn_threshold: float = typer.Option(0.1, help="ML-GCN: binarise P(j|i) at this value."),
-    gcn_p: float = typer.Option(0.2, help="ML-GCN: weight p given to neighbours when re-weighting."),
-    gcn_hidden: int = typer.Option(1024, help="ML-GCN: hidden size of the first graph convolution."),
-    device: str = typer.Option("auto", help="cpu, cuda or auto."),
-    workers: int = typer.Option(2, help="Image-loading workers with --finetune."),
+    gcn_threshold: float = typer.Option(ModelConfig.gcn_threshold, help="ML-GCN: binarise P(j|i) at this value."),
+    gcn_p: float = typer.Option(ModelConfig.gcn_p, help="ML-GCN: weight p given to neighbours when re-weighting."),
+    gcn_hidden: int = typer.Option(ModelConfig.gcn_hidden, help="ML-GCN: hidden size of the first graph convolution."),
+    device: str = typer.Option(TrainConfig.device, help="cpu, cuda or auto."),
+    workers: int = typer.Option(TrainConfig.workers, help="Image-loading workers with --finetune."),
     strict_data: bool = typer.Option(False, "--strict-data", help="Refuse bad annotations (unknown label, missing "
                                      "image, empty label list) with an error. Default: skip them, count them and "
                                      "report the counts with examples."),
@@ -148,8 +153,8 @@ def main(
                                 gamma_pos=gamma_pos, gamma_neg=gamma_neg, clip=clip, focal_gamma=focal_gamma,
                                 order_free=order_free.value)
         seq_cfg = SequenceConfig(ordering=ordering.value, max_seq_len=max_seq_len)
-        decode_cfg = DecodeConfig(beam_width=beam_width, max_len=max_seq_len, forbid_repeat=forbid_repeat,
-                                  length_penalty=length_penalty)
+        decode_cfg = DecodingConfig(beam_width=beam_width, max_len=max_seq_len, forbid_repeat=forbid_repeat,
+                                    length_penalty=length_penalty, min_labels=min_labels)
         if freeze_backbone is None:
             freeze_backbone = not (device.startswith("cuda") or (device == "auto" and _cuda_available()))
         if epochs is None:

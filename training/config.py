@@ -6,12 +6,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ..runtime.decoding_config import DecodingConfig
 from .augment import AugmentConfig
+
+__all__ = ["DecodingConfig", "ModelConfig", "SequenceConfig", "TrainConfig", "CheckpointConfig", "Preset", "PRESETS"]
 
 T = TypeVar("T")
 
-METHODS = ("cnn", "ml-gcn", "ria", "sr-cnn-rnn", "attention")
-SEQUENCE_METHODS = ("ria", "sr-cnn-rnn", "attention")
 LOSSES = ("bce", "focal", "asl")
 ORDERINGS = ("rare-first", "frequent-first", "dataset")
 ORDER_FREE = ("none", "mla", "pla")
@@ -80,18 +81,24 @@ class ModelConfig:
     order_free: str = "none"
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
+        from .registry import method_spec
+
+        spec = method_spec(self.method)
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; known: {', '.join(LOSSES)}")
         if self.order_free not in ORDER_FREE:
             raise ValueError(f"unknown order-free mode {self.order_free!r}; known: {', '.join(ORDER_FREE)}")
-        if self.order_free != "none" and self.method not in SEQUENCE_METHODS:
-            raise ValueError(f"--order-free {self.order_free} needs a recurrent method ({', '.join(SEQUENCE_METHODS)})")
+        if self.order_free != "none" and spec.kind != "sequence":
+            from .registry import list_methods
+
+            raise ValueError(f"--order-free {self.order_free} needs a recurrent method "
+                             f"({', '.join(list_methods('sequence'))})")
 
     @property
     def is_sequence(self) -> bool:
-        return self.method in SEQUENCE_METHODS
+        from .registry import method_spec
+
+        return method_spec(self.method).kind == "sequence"
 
 
 @dataclass
@@ -110,22 +117,6 @@ class SequenceConfig:
 
 
 @dataclass
-class DecodeConfig:
-    """Decoding defaults for the recurrent methods."""
-
-    beam_width: int = 1
-    max_len: int = 5
-    forbid_repeat: bool = True
-    length_penalty: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.beam_width < 1:
-            raise ValueError("beam width must be at least 1")
-        if self.max_len < 1:
-            raise ValueError("maximum length must be at least 1")
-
-
-@dataclass
 class TrainConfig:
     """Optimisation settings; every field is a ``corel-train`` flag."""
 
@@ -139,8 +130,8 @@ class TrainConfig:
     val_fraction: float = 0.1
     seed: int = 1
     image_size: int = 224
-    device: str = "cpu"
-    workers: int = 0
+    device: str = "auto"
+    workers: int = 2
     strict_data: bool = False
     glove_path: str = ""
     grad_clip: float = 5.0
@@ -176,7 +167,7 @@ class CheckpointConfig:
 
     model: ModelConfig
     sequence: SequenceConfig
-    decode: DecodeConfig
+    decode: DecodingConfig
     train: TrainConfig
     vocabulary: list[str]
     preprocess: dict[str, Any]
@@ -197,7 +188,7 @@ class CheckpointConfig:
         return cls(
             model=from_dict(ModelConfig, data["model"]),
             sequence=from_dict(SequenceConfig, data["sequence"]),
-            decode=from_dict(DecodeConfig, data["decode"]),
+            decode=DecodingConfig.from_dict(data["decode"]),
             train=from_dict(TrainConfig, data["train"]),
             vocabulary=list(data["vocabulary"]),
             preprocess=dict(data["preprocess"]),

@@ -7,10 +7,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from runtime.metrics import AnnotationMetrics, annotation_metrics, label_sets_to_matrix
-from runtime.scoring import select_labels
+from corel_annotate.runtime.metrics import AnnotationMetrics, annotation_metrics, label_sets_to_matrix
+from corel_annotate.runtime.scoring import select_labels
 
-from .config import DecodeConfig
+from .config import DecodingConfig
 from .decoding import decode
 from .models.base import AnnotationModel
 
@@ -25,7 +25,7 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict_features(model: AnnotationModel, feats: torch.Tensor, decode_config: DecodeConfig,
+def predict_features(model: AnnotationModel, feats: torch.Tensor, decode_config: DecodingConfig,
                      thresholds: Sequence[float] | None = None, batch_size: int = 64, top_k: int = 0,
                      min_labels: int = 0) -> Predictions:
     """Predict from head inputs (cached features), batch by batch, in eval mode; score models choose labels
@@ -53,7 +53,7 @@ def predict_features(model: AnnotationModel, feats: torch.Tensor, decode_config:
 
 
 @torch.no_grad()
-def predict_images(model: AnnotationModel, images: np.ndarray, decode_config: DecodeConfig,
+def predict_images(model: AnnotationModel, images: np.ndarray, decode_config: DecodingConfig,
                    thresholds: Sequence[float] | None = None, top_k: int = 0, min_labels: int = 0) -> Predictions:
     """The PyTorch reference path from preprocessed images ``[B, 3, S, S]`` to labels (eval mode)."""
     model.eval()

@@ -16,8 +16,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from runtime.inputs import prefetch, prefetch_batches
-from runtime.preprocessing import PreprocessConfig
+from corel_annotate.runtime.inputs import prefetch, prefetch_batches
+from corel_annotate.runtime.preprocessing import PreprocessConfig
 
 from .augment import AugmentConfig, augmented_views
 from .models.base import AnnotationModel

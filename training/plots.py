@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.dataset import CorelDataset, read_annotations
-from runtime.preprocessing import load_image
+from corel_annotate.runtime.dataset import CorelDataset, read_annotations
+from corel_annotate.runtime.preprocessing import load_image
 
 _GAN_NAME = re.compile(r"^(?P<stem>.+)_gan_(?P<k>\d+)\.jpeg$")
 
@@ -88,7 +88,7 @@ def embeddings_figure(checkpoint: Path, out_png: Path, seed: int = 0) -> dict:
     from .checkpoint import model_from_checkpoint
 
     model, cfg = model_from_checkpoint(checkpoint)
-    if cfg.model.method != "ml-gcn":
+    if not hasattr(model, "label_classifiers"):
         raise ValueError(f"{checkpoint}: a {cfg.model.method} checkpoint has no GCN; "
                          "the embeddings plot needs an ml-gcn checkpoint")
     with torch.no_grad():

@@ -14,21 +14,20 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from runtime.dataset import CorelDataset, CorelSplit
-from runtime.preprocessing import PreprocessConfig, load_image, preprocess_file
-from runtime.thresholds import balanced_threshold, tune_thresholds
+from corel_annotate.runtime.dataset import CorelDataset, CorelSplit
+from corel_annotate.runtime.preprocessing import PreprocessConfig, load_image, preprocess_file
+from corel_annotate.runtime.thresholds import balanced_threshold, tune_thresholds
 
 from .augment import AugmentConfig, augment_image
 from .backbones import build_backbone
 from .checkpoint import load_checkpoint, save_checkpoint, versions
-from .config import CheckpointConfig, DecodeConfig, ModelConfig, SequenceConfig, TrainConfig
+from .config import CheckpointConfig, DecodingConfig, ModelConfig, SequenceConfig, TrainConfig
 from .distributed import DistInfo, barrier, init_distributed, shutdown
 from .evaluation import evaluate, predict_features
 from .features import cached_features, compute_features, default_cache_dir
 from .glove import label_embeddings
 from .models.base import AnnotationModel
-from .models.gcn import correlation_matrix
-from .registry import create_model
+from .registry import create_model, model_class
 from .sequences import encode_sequences, label_rank, multi_hot
 
 Log = Callable[[str], None]
@@ -176,7 +175,7 @@ def _device(name: str) -> str:
 
 
 def train(data_dir: str | Path, out: str | Path, model_cfg: ModelConfig, seq_cfg: SequenceConfig,
-          decode_cfg: DecodeConfig, train_cfg: TrainConfig, cache_dir: Path | None = None, resume: bool = False,
+          decode_cfg: DecodingConfig, train_cfg: TrainConfig, cache_dir: Path | None = None, resume: bool = False,
           log: Log = print, show_progress: bool = True, stop_after: int | None = None) -> CheckpointConfig:
     """Train ``model_cfg.method`` on a Corel-layout directory; write the best checkpoint to ``out``.
 
@@ -197,7 +196,7 @@ def train(data_dir: str | Path, out: str | Path, model_cfg: ModelConfig, seq_cfg
         shutdown(dist_info)
 
 
-def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceConfig, decode_cfg: DecodeConfig,
+def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceConfig, decode_cfg: DecodingConfig,
            train_cfg: TrainConfig, cache_dir: Path, resume: bool, log: Log, show: bool, dist_info: DistInfo,
            device: str, stop_after: int | None) -> CheckpointConfig:
     started = time.perf_counter()
@@ -206,7 +205,7 @@ def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceC
     ds, data = prepare_data(data_dir, seq_cfg, train_cfg, log)
     vocab = ds.vocabulary
     seq_cfg.label_rank = data.rank
-    decode_cfg.max_len = seq_cfg.max_seq_len
+    decode_cfg = decode_cfg.replace(max_len=seq_cfg.max_seq_len, min_labels=min(decode_cfg.min_labels, seq_cfg.max_seq_len))
     if model_cfg.num_labels != len(vocab):
         model_cfg.num_labels = len(vocab)
 
@@ -215,15 +214,14 @@ def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceC
     preprocess = PreprocessConfig(image_size=train_cfg.image_size, mean=info.mean, std=info.std)
     extra: dict = {}
     if train_cfg.glove_path:
-        words = vocab.tokens() if model_cfg.is_sequence else list(vocab.labels)
-        glove = label_embeddings(train_cfg.glove_path, words, seed=train_cfg.seed)
+        glove = label_embeddings(train_cfg.glove_path, model_class(model_cfg.method).embedding_words(vocab),
+                                 seed=train_cfg.seed)
         log(glove.summary())
         model_cfg.glove, model_cfg.emb_size = True, glove.dim
         extra["embeddings"] = glove.vectors
         data.info["glove"] = {"missing": glove.missing, "fallback": glove.fallback}
-    if model_cfg.method == "ml-gcn":
-        fit_ids = [data.train.label_ids(vocab)[i] for i in data.fit_idx]
-        extra["adjacency"] = correlation_matrix(fit_ids, len(vocab), model_cfg.gcn_threshold, model_cfg.gcn_p)
+    all_ids = data.train.label_ids(vocab)
+    extra.update(model_class(model_cfg.method).training_inputs(model_cfg, [all_ids[i] for i in data.fit_idx]))
     model = create_model(model_cfg, backbone, **extra)
     model.set_backbone_frozen(train_cfg.freeze_backbone)
     if train_cfg.train_top and train_cfg.freeze_backbone:
@@ -326,7 +324,7 @@ def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceC
         record = {"epoch": epoch + 1, "train_loss": total / max(1, batches), "seconds": 0.0}
         if dist_info.is_main:
             if val_feats is not None:
-                metrics = evaluate(predict_features(model, _head_inputs(model, val_feats), _greedy(decode_cfg),
+                metrics = evaluate(predict_features(model, _head_inputs(model, val_feats), decode_cfg.greedy(),
                                                     ckpt.thresholds), val_targets)
                 record["val"] = metrics.to_dict()
             record["seconds"] = round(time.perf_counter() - t0, 3)
@@ -423,11 +421,6 @@ def _head_inputs(model: AnnotationModel, feats: torch.Tensor, batch_size: int = 
         model.train(was_training)
 
 
-def _greedy(decode_cfg: DecodeConfig) -> DecodeConfig:
-    return DecodeConfig(beam_width=1, max_len=decode_cfg.max_len, forbid_repeat=decode_cfg.forbid_repeat,
-                        length_penalty=decode_cfg.length_penalty)
-
-
 def _split_features(model: AnnotationModel, feats_all, idx: np.ndarray, paths: list[Path], preprocess: PreprocessConfig,
                     train_cfg: TrainConfig, device: str) -> torch.Tensor | None:
     """Head inputs for a subset of the training split (from the cache, or the backbone when fine-tuning)."""
@@ -463,7 +456,7 @@ def _tune_thresholds(out: Path, model: AnnotationModel, ckpt: CheckpointConfig, 
         return
     best, payload = load_checkpoint(out)
     model.load_state_dict(payload["state_dict"])
-    scores = predict_features(model, _head_inputs(model, val_feats), _greedy(best.decode)).scores
+    scores = predict_features(model, _head_inputs(model, val_feats), best.decode.greedy()).scores
     if train_cfg.threshold_tuning == "balanced":
         best.top_k, best.min_labels = max_labels, 1
         best.thresholds = [balanced_threshold(scores, val_targets, best.top_k, best.min_labels)] * scores.shape[1]
@@ -492,7 +485,7 @@ def _final_test(out: Path, model: AnnotationModel, ckpt: CheckpointConfig, data:
         feats = compute_features(model, paths, preprocess, train_cfg.batch_size, device)
     feats_t = _head_inputs(model, torch.from_numpy(np.array(feats)))
     targets = multi_hot(data.test.label_ids(ds.vocabulary), len(ds.vocabulary))
-    metrics = evaluate(predict_features(model, feats_t, _greedy(ckpt.decode), best.thresholds, top_k=best.top_k,
+    metrics = evaluate(predict_features(model, feats_t, ckpt.decode.greedy(), best.thresholds, top_k=best.top_k,
                                         min_labels=best.min_labels), targets)
     best.metrics["test"] = metrics.to_dict()
     best.metrics["train_seconds"] = ckpt.metrics["train_seconds"]

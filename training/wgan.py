@@ -25,8 +25,8 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from runtime.dataset import CorelDataset
-from runtime.preprocessing import load_image
+from corel_annotate.runtime.dataset import CorelDataset
+from corel_annotate.runtime.preprocessing import load_image
 
 RESIZE_MARGIN = 1.125
 JPEG_QUALITY = 95
@@ -382,7 +382,7 @@ def read_augmented(augmented_dir: Path, vocabulary, exclude_sources: set[str], s
     """The generated samples of ``corel-augment``'s output, minus those made from ``exclude_sources``
     (the stems of validation images: their offspring would leak the validation split into training).
     Returns (split, number excluded)."""
-    from runtime.dataset import CorelDataset, CorelSplit
+    from corel_annotate.runtime.dataset import CorelDataset, CorelSplit
 
     ds = CorelDataset(augmented_dir)
     if list(ds.vocabulary.labels) != list(vocabulary.labels):

@@ -38,6 +38,16 @@ class AnnotationModel(nn.Module):
         self.freeze_backbone = False
         self.top_stages = 0
 
+    @classmethod
+    def embedding_words(cls, vocabulary) -> list[str]:
+        """Trainer hook: the words whose GloVe vectors ``--glove`` gives this method (one per label)."""
+        return list(vocabulary.labels)
+
+    @classmethod
+    def training_inputs(cls, config: ModelConfig, fit_label_ids: list[list[int]]) -> dict:
+        """Trainer hook: extra constructor arguments computed from the training labels (none by default)."""
+        return {}
+
     def set_backbone_frozen(self, frozen: bool) -> None:
         """A frozen backbone gets no gradients and keeps its batch-norm statistics."""
         self.freeze_backbone = frozen

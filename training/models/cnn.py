@@ -6,7 +6,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..losses import multilabel_loss
-from ..registry import register_model
+from ..registry import MethodSpec, register_method, scores_graphs
 from .base import AnnotationModel
 
 
@@ -28,7 +28,8 @@ class ScoreModel(AnnotationModel):
         return loss, {"loss": float(loss.detach())}
 
 
-@register_model("cnn")
+@register_method(MethodSpec("cnn", "scores", "a linear classifier on pooled features (BCE, focal or ASL loss)",
+                            scores_graphs()))
 class CNNModel(ScoreModel):
     def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
         super().__init__(config, backbone)

@@ -16,7 +16,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from ..config import ModelConfig
-from ..registry import register_model
+from ..registry import MethodSpec, register_method, scores_graphs
 from .cnn import ScoreModel
 
 
@@ -59,7 +59,8 @@ class GraphConvolution(nn.Module):
         return adj @ (x @ self.weight)
 
 
-@register_model("ml-gcn")
+@register_method(MethodSpec("ml-gcn", "scores", "ML-GCN: label classifiers from a graph convolution over "
+                            "label embeddings and co-occurrence", scores_graphs()))
 class MLGCNModel(ScoreModel):
     def __init__(self, config: ModelConfig, backbone: nn.Module, embeddings: np.ndarray | None = None,
                  adjacency: np.ndarray | None = None) -> None:
@@ -74,6 +75,11 @@ class MLGCNModel(ScoreModel):
         self.adjacency = nn.Parameter(adj.clone())
         self.gc1 = GraphConvolution(emb.shape[1], config.gcn_hidden)
         self.gc2 = GraphConvolution(config.gcn_hidden, config.feature_dim)
+
+    @classmethod
+    def training_inputs(cls, config: ModelConfig, fit_label_ids: list[list[int]]) -> dict:
+        """The label correlation matrix from the training images' co-occurrences."""
+        return {"adjacency": correlation_matrix(fit_label_ids, config.num_labels, config.gcn_threshold, config.gcn_p)}
 
     def label_classifiers(self) -> torch.Tensor:
         """``[L, C]``: one classifier per label, independent of the image."""

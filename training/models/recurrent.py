@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..alignment import align_targets
 from ..config import ModelConfig
-from ..registry import register_model
+from ..registry import MethodSpec, register_method, sequence_graphs
 from .base import AnnotationModel
 
 State = dict[str, torch.Tensor]
@@ -39,6 +39,11 @@ class SequenceModel(AnnotationModel):
         self.emb_dropout = nn.Dropout(config.emb_dropout)
         self.dropout = nn.Dropout(config.dropout)
         self.fc = nn.Linear(config.hidden_size, config.num_labels + 1)
+
+    @classmethod
+    def embedding_words(cls, vocabulary) -> list[str]:
+        """Every token the decoder embeds: the labels, then ``stop`` and ``start``."""
+        return vocabulary.tokens()
 
     def init_state(self, feats: torch.Tensor) -> State:
         raise NotImplementedError
@@ -86,7 +91,12 @@ class SequenceModel(AnnotationModel):
         return {**state, "h": h, "c": c}
 
 
-@register_model("ria")
+LSTM_STATE = ("h", "c")
+LSTM_STATE_MAP = {"h_out": "h", "c_out": "c"}
+
+
+@register_method(MethodSpec("ria", "sequence", "RIA: an LSTM initialised from pooled features emits labels, "
+                            "rare first", sequence_graphs(LSTM_STATE), state=LSTM_STATE_MAP))
 class RIAModel(SequenceModel):
     def __init__(self, config: ModelConfig, backbone: nn.Module, embeddings: np.ndarray | None = None) -> None:
         super().__init__(config, backbone, embeddings)
@@ -102,7 +112,8 @@ class RIAModel(SequenceModel):
         return self.fc(self.dropout(state["h"])), state, None
 
 
-@register_model("sr-cnn-rnn")
+@register_method(MethodSpec("sr-cnn-rnn", "sequence", "SR-CNN-RNN: concept probabilities from the CNN initialise "
+                            "the LSTM", sequence_graphs(LSTM_STATE), state=LSTM_STATE_MAP))
 class SRCNNRNNModel(RIAModel):
     """Concept probabilities from the CNN initialise the LSTM; the concept head has its own loss and
     the LSTM's loss does not reach it (the reference detaches the concepts for the LSTM)."""

@@ -1,0 +1,36 @@
+"""corel-annotate: train image annotation models in PyTorch, export them to ONNX bundles, run them anywhere.
+
+The installed distribution has one top-level package, ``corel_annotate``; this file is its
+``__init__`` (the repository's top-level folders ``runtime/``, ``training/``, ``export/`` and
+``benchmarks/`` are its subpackages).  The Python API::
+
+    from corel_annotate import Annotator
+    annotations = Annotator.load("model.bundle").annotate(["photo.jpg"])
+
+Names are imported on first use, so ``import corel_annotate.training`` does not load onnxruntime
+and ``import corel_annotate`` does not load torch.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .runtime.annotator import Annotation, Annotator
+    from .runtime.decoding_config import DecodingConfig
+    from .runtime.manifest import BundleManifest, load_manifest
+
+_EXPORTS = {
+    "Annotator": "corel_annotate.runtime.annotator",
+    "Annotation": "corel_annotate.runtime.annotator",
+    "BundleManifest": "corel_annotate.runtime.manifest",
+    "load_manifest": "corel_annotate.runtime.manifest",
+    "DecodingConfig": "corel_annotate.runtime.decoding_config",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'corel_annotate' has no attribute {name!r}")
