@@ -91,6 +91,11 @@ class SequenceSpec:
 
 @dataclass(frozen=True)
 class BundleManifest:
+    """``manifest.json``: a bundle's kind (``scores``: the encoder gives label logits; ``sequence``: a
+    decoder_step graph emits labels one at a time), its vocabulary, how photos become the encoder's
+    ``image_input``, its graphs, the section of its kind (``scoring`` or ``sequence``), and the sha256
+    of every file.  ``source`` (the method and checkpoint that made it) is informational."""
+
     kind: Literal["scores", "sequence"]
     vocabulary: tuple[str, ...]
     preprocess: PreprocessConfig

@@ -82,3 +82,21 @@ def test_missing_provider_falls_back_to_cpu_with_a_message(capsys):
     assert session.providers_for("cuda") == ["CPUExecutionProvider"]
     err = capsys.readouterr().err
     assert "CUDAExecutionProvider" in err and "CPU" in err and err.count("\n") == 1
+
+
+def test_bad_decoding_options_exit_2_before_any_image(bundles, synth_data, tmp_path):
+    image = str(next((synth_data / "images").iterdir()))
+    for model, option in ((bundles["ria"][1], ["--beam-width", "0"]), (bundles["attention"][1], ["--beam-width", "-1"]),
+                          (bundles["cnn"][1], ["--top-k", "0"]), (bundles["cnn"][1], ["--threshold", "1.5"])):
+        out = tmp_path / "never.jsonl"
+        result = runner.invoke(infer_app, [image, "--model", str(model), "-o", str(out), "--no-progress", *option])
+        assert result.exit_code == 2, (option, result.output)
+        assert "error:" in result.output and "Traceback" not in result.output
+        assert not out.exists() or out.stat().st_size == 0
+
+
+def test_attention_maps_need_a_bundle_with_an_attention_output(bundles, synth_data, tmp_path):
+    image = str(next((synth_data / "images").iterdir()))
+    result = runner.invoke(infer_app, [image, "--model", str(bundles["ria"][1]), "--attention-maps",
+                                       str(tmp_path / "maps"), "--no-progress"])
+    assert result.exit_code == 2 and "attention weights" in result.output

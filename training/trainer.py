@@ -196,86 +196,159 @@ def train(data_dir: str | Path, out: str | Path, model_cfg: ModelConfig, seq_cfg
         shutdown(dist_info)
 
 
+@dataclass
+class _Run:
+    """What the phases of one training run share: its settings, then what each phase adds."""
+
+    data_dir: Path
+    out: Path
+    model_cfg: ModelConfig
+    seq_cfg: SequenceConfig
+    decode_cfg: DecodingConfig
+    train_cfg: TrainConfig
+    cache_dir: Path
+    log: Log
+    show: bool
+    dist: DistInfo
+    device: str
+    started: float = field(default_factory=time.perf_counter)
+    ds: CorelDataset | None = None
+    data: PreparedData | None = None
+    model: AnnotationModel | None = None
+    preprocess: PreprocessConfig | None = None
+    weights_id: str = ""
+    adapted: bool = False
+    feats_all: np.ndarray | None = None
+    views: list = field(default_factory=list)
+
+
 def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceConfig, decode_cfg: DecodingConfig,
            train_cfg: TrainConfig, cache_dir: Path, resume: bool, log: Log, show: bool, dist_info: DistInfo,
            device: str, stop_after: int | None) -> CheckpointConfig:
-    started = time.perf_counter()
+    """The phases in order: prepare the data, build the model, cache features, loaders and optimiser,
+    the epochs, then the operating point and the test split."""
+    run = _Run(data_dir, out, model_cfg, seq_cfg, decode_cfg, train_cfg, cache_dir, log, show, dist_info, device)
     torch.manual_seed(train_cfg.seed)
     np.random.seed(train_cfg.seed + dist_info.rank)
-    ds, data = prepare_data(data_dir, seq_cfg, train_cfg, log)
-    vocab = ds.vocabulary
-    seq_cfg.label_rank = data.rank
-    decode_cfg = decode_cfg.replace(max_len=seq_cfg.max_seq_len, min_labels=min(decode_cfg.min_labels, seq_cfg.max_seq_len))
-    if model_cfg.num_labels != len(vocab):
-        model_cfg.num_labels = len(vocab)
+    _prepare(run)
+    _build(run)
+    _cache_features(run)
+    loader, sampler, generator = _loader(run)
+    optimizer, scheduler, wrapped = _optimiser(run, loader)
+    ckpt = CheckpointConfig(model=run.model_cfg, sequence=run.seq_cfg, decode=run.decode_cfg, train=train_cfg,
+                            vocabulary=list(run.ds.vocabulary.labels), preprocess=run.preprocess.to_dict(),
+                            data={"dir": str(data_dir), **run.data.info, "world_size": dist_info.world_size},
+                            versions=versions(),
+                            thresholds=[] if run.model.is_sequence else [0.5] * len(run.ds.vocabulary))
+    start_epoch, best_score = 0, -1.0
+    if resume:
+        start_epoch, best_score = _resume(last_path(out), run.model, optimizer, scheduler, ckpt, log)
+    paths = [s.path for s in run.data.train.samples]
+    val_feats = _split_features(run.model, run.feats_all, run.data.val_idx, paths, run.preprocess, train_cfg, device)
+    val_targets = run.data.targets[run.data.val_idx]
+    for epoch in range(start_epoch, train_cfg.epochs):
+        if stop_after is not None and epoch >= stop_after:
+            return ckpt
+        best_score = _epoch(run, epoch, loader, sampler, generator, optimizer, scheduler, wrapped, ckpt, val_feats,
+                            val_targets, best_score)
+    if dist_info.is_main:
+        _finish(run, ckpt, val_feats, val_targets)
+    barrier(dist_info)
+    return ckpt
 
-    backbone, info = build_backbone(model_cfg.backbone, model_cfg.backbone_weights)
-    model_cfg.feature_dim = info.num_features
-    preprocess = PreprocessConfig(image_size=train_cfg.image_size, mean=info.mean, std=info.std)
+
+def _prepare(run: _Run) -> None:
+    """Read and split the data; settle what depends on it (label count, sequence order and length)."""
+    run.ds, run.data = prepare_data(run.data_dir, run.seq_cfg, run.train_cfg, run.log)
+    run.seq_cfg.label_rank = run.data.rank
+    run.decode_cfg = run.decode_cfg.replace(max_len=run.seq_cfg.max_seq_len,
+                                            min_labels=min(run.decode_cfg.min_labels, run.seq_cfg.max_seq_len))
+    run.model_cfg.num_labels = len(run.ds.vocabulary)
+
+
+def _build(run: _Run) -> None:
+    """The backbone, the method's model (through the registry and its hooks), which parts train."""
+    cfg, train_cfg, vocab = run.model_cfg, run.train_cfg, run.ds.vocabulary
+    backbone, info = build_backbone(cfg.backbone, cfg.backbone_weights)
+    cfg.feature_dim = info.num_features
+    run.preprocess = PreprocessConfig(image_size=train_cfg.image_size, mean=info.mean, std=info.std)
+    run.weights_id = info.weights_id
+    cls = model_class(cfg.method)
     extra: dict = {}
     if train_cfg.glove_path:
-        glove = label_embeddings(train_cfg.glove_path, model_class(model_cfg.method).embedding_words(vocab),
-                                 seed=train_cfg.seed)
-        log(glove.summary())
-        model_cfg.glove, model_cfg.emb_size = True, glove.dim
+        glove = label_embeddings(train_cfg.glove_path, cls.embedding_words(vocab), seed=train_cfg.seed)
+        run.log(glove.summary())
+        cfg.glove, cfg.emb_size = True, glove.dim
         extra["embeddings"] = glove.vectors
-        data.info["glove"] = {"missing": glove.missing, "fallback": glove.fallback}
-    all_ids = data.train.label_ids(vocab)
-    extra.update(model_class(model_cfg.method).training_inputs(model_cfg, [all_ids[i] for i in data.fit_idx]))
-    model = create_model(model_cfg, backbone, **extra)
+        run.data.info["glove"] = {"missing": glove.missing, "fallback": glove.fallback}
+    all_ids = run.data.train.label_ids(vocab)
+    extra.update(cls.training_inputs(cfg, [all_ids[i] for i in run.data.fit_idx]))
+    model = create_model(cfg, backbone, **extra)
     model.set_backbone_frozen(train_cfg.freeze_backbone)
     if train_cfg.train_top and train_cfg.freeze_backbone:
         if model.has_stages():
             model.set_trainable_top(min(train_cfg.train_top, len(model.backbone.blocks)))
         else:
-            log(f"{model_cfg.backbone} has no stages to split (not EfficientNet/MobileNet-style): "
-                "only the head trains (--train-top 0)")
+            run.log(f"{cfg.backbone} has no stages to split (not EfficientNet/MobileNet-style): "
+                    "only the head trains (--train-top 0)")
             train_cfg.train_top = 0
-    adapted = bool(train_cfg.backbone_from) and _adopt_backbone(model, Path(train_cfg.backbone_from), model_cfg,
-                                                                 train_cfg, preprocess, data, log)
-    model.to(device)
+    run.adapted = bool(train_cfg.backbone_from) and _adopt_backbone(model, Path(train_cfg.backbone_from), cfg,
+                                                                     train_cfg, run.preprocess, run.data, run.log)
+    run.model = model.to(run.device)
 
-    paths = [s.path for s in data.train.samples]
-    parts = data.path_parts()
-    augment = train_cfg.augment_config()
-    feats_all, views = None, []
-    if train_cfg.freeze_backbone:
-        with _progress(show) as bar:
-            for turn in ((0,) if not dist_info.enabled else (0, 1)):
-                if (dist_info.rank == 0) == (turn == 0):
-                    feats_all = _cached(bar, "features (train)", model, parts, preprocess, info.weights_id, cache_dir,
-                                        train_cfg, device)
-                    views = [_cached(bar, f"augmented view {v}/{augment.views}", model, parts, preprocess,
-                                     info.weights_id, cache_dir, train_cfg, device, augment, v)
+
+def _cache_features(run: _Run) -> None:
+    """With a frozen backbone: the plain and augmented views' features, from the cache or computed once
+    (rank 0 first under torchrun, so the others read its cache)."""
+    if not run.train_cfg.freeze_backbone:
+        return
+    parts = run.data.path_parts()
+    augment = run.train_cfg.augment_config()
+    args = (run.model, parts, run.preprocess, run.weights_id, run.cache_dir, run.train_cfg, run.device)
+    with _progress(run.show) as bar:
+        for turn in ((0,) if not run.dist.enabled else (0, 1)):
+            if (run.dist.rank == 0) == (turn == 0):
+                run.feats_all = _cached(bar, "features (train)", *args)
+                run.views = [_cached(bar, f"augmented view {v}/{augment.views}", *args, augment, v)
                              for v in range(1, augment.views + 1)]
-                barrier(dist_info)
-        data.info["feature_shape"] = list(feats_all.shape[1:])
+            barrier(run.dist)
+    run.data.info["feature_shape"] = list(run.feats_all.shape[1:])
 
-    targets_t = torch.from_numpy(data.targets)
-    tokens_t = torch.from_numpy(data.tokens)
-    lengths_t = torch.from_numpy(data.lengths)
+
+def _loader(run: _Run) -> tuple[DataLoader, DistributedSampler | None, torch.Generator]:
+    """What an epoch iterates: head inputs (adopted backbone), cached views, cached features, or images."""
+    data, train_cfg = run.data, run.train_cfg
+    targets_t, tokens_t, lengths_t = (torch.from_numpy(a) for a in (data.targets, data.tokens, data.lengths))
     fit = torch.from_numpy(data.fit_idx)
-    if adapted:
+    if run.adapted:
         # the adopted top stages are frozen: run them once over every cached view, then train the head alone
         t0 = time.perf_counter()
-        dataset: Dataset = ViewDataset([_adopted_inputs(model, f) for f in [feats_all, *views]], data.fit_idx,
-                                       targets_t, tokens_t, lengths_t)
-        log(f"head inputs of {1 + len(views)} view(s) through the adopted top stages: {time.perf_counter() - t0:.1f}s")
-    elif train_cfg.freeze_backbone and views:
-        dataset = ViewDataset([np.array(feats_all)] + [np.array(v) for v in views], data.fit_idx,
+        dataset: Dataset = ViewDataset([_adopted_inputs(run.model, f) for f in [run.feats_all, *run.views]],
+                                       data.fit_idx, targets_t, tokens_t, lengths_t)
+        run.log(f"head inputs of {1 + len(run.views)} view(s) through the adopted top stages: "
+                f"{time.perf_counter() - t0:.1f}s")
+    elif train_cfg.freeze_backbone and run.views:
+        dataset = ViewDataset([np.array(run.feats_all)] + [np.array(v) for v in run.views], data.fit_idx,
                               targets_t, tokens_t, lengths_t)
     elif train_cfg.freeze_backbone:
-        feats_t = torch.from_numpy(np.array(feats_all))
+        feats_t = torch.from_numpy(np.array(run.feats_all))
         dataset = TensorDataset(feats_t[fit], targets_t[fit], tokens_t[fit], lengths_t[fit])
     else:
-        dataset = ImageDataset([paths[i] for i in data.fit_idx], preprocess, targets_t[fit], tokens_t[fit],
+        augment = train_cfg.augment_config()
+        paths = [s.path for s in data.train.samples]
+        dataset = ImageDataset([paths[i] for i in data.fit_idx], run.preprocess, targets_t[fit], tokens_t[fit],
                                lengths_t[fit], augment if augment.views else None)
-    sampler = DistributedSampler(dataset, shuffle=True, seed=train_cfg.seed) if dist_info.enabled else None
+    sampler = DistributedSampler(dataset, shuffle=True, seed=train_cfg.seed) if run.dist.enabled else None
     generator = torch.Generator().manual_seed(train_cfg.seed)
     loader = DataLoader(dataset, batch_size=train_cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                         num_workers=0 if train_cfg.freeze_backbone else train_cfg.workers, generator=generator,
                         drop_last=False)
+    return loader, sampler, generator
 
+
+def _optimiser(run: _Run, loader: DataLoader):
+    """Adam over the head (and any trainable backbone stages), a one-cycle schedule, the loss module."""
+    model, train_cfg = run.model, run.train_cfg
     groups = [{"params": model.head_parameters(), "lr": train_cfg.lr}]
     if model.trainable_backbone_parameters():
         groups.append({"params": model.trainable_backbone_parameters(), "lr": train_cfg.backbone_lr})
@@ -283,74 +356,70 @@ def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceC
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups],
                                                     epochs=train_cfg.epochs, steps_per_epoch=max(1, len(loader)),
                                                     pct_start=train_cfg.pct_start)
-    wrapped: nn.Module = LossModule(model, from_images=not train_cfg.freeze_backbone, head_inputs=adapted)
-    if dist_info.enabled:
-        wrapped = DistributedDataParallel(wrapped, device_ids=[dist_info.local_rank] if device.startswith("cuda") else None)
+    wrapped: nn.Module = LossModule(model, from_images=not train_cfg.freeze_backbone, head_inputs=run.adapted)
+    if run.dist.enabled:
+        wrapped = DistributedDataParallel(wrapped, device_ids=[run.dist.local_rank] if run.device.startswith("cuda")
+                                          else None)
+    return optimizer, scheduler, wrapped
 
-    ckpt = CheckpointConfig(model=model_cfg, sequence=seq_cfg, decode=decode_cfg, train=train_cfg,
-                            vocabulary=list(vocab.labels), preprocess=preprocess.to_dict(),
-                            data={"dir": str(data_dir), **data.info, "world_size": dist_info.world_size},
-                            versions=versions(), thresholds=[] if model_cfg.is_sequence else [0.5] * len(vocab))
-    start_epoch, best_score = 0, -1.0
-    last = last_path(out)
-    if resume:
-        start_epoch, best_score = _resume(last, model, optimizer, scheduler, ckpt, log)
 
-    val_feats = _split_features(model, feats_all, data.val_idx, paths, preprocess, train_cfg, device)
-    val_targets = data.targets[data.val_idx]
-    for epoch in range(start_epoch, train_cfg.epochs):
-        if stop_after is not None and epoch >= stop_after:
-            return ckpt
-        t0 = time.perf_counter()
-        generator.manual_seed(train_cfg.seed * 1000 + epoch)
-        torch.manual_seed(train_cfg.seed * 1000 + epoch + 1)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        model.train()
-        total, batches = 0.0, 0
-        with _progress(show) as bar:
-            task = bar.add_task(f"epoch {epoch + 1}/{train_cfg.epochs}", total=len(loader), status="")
-            for x, targets, tokens, lengths in loader:
-                optimizer.zero_grad(set_to_none=True)
-                loss = wrapped(x.to(device), targets.to(device), tokens.to(device), lengths.to(device))
-                loss.backward()
-                if train_cfg.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                total += float(loss.detach())
-                batches += 1
-                bar.update(task, advance=1, status=f"loss {total / batches:.4f}")
-        record = {"epoch": epoch + 1, "train_loss": total / max(1, batches), "seconds": 0.0}
-        if dist_info.is_main:
-            if val_feats is not None:
-                metrics = evaluate(predict_features(model, _head_inputs(model, val_feats), decode_cfg.greedy(),
-                                                    ckpt.thresholds), val_targets)
-                record["val"] = metrics.to_dict()
-            record["seconds"] = round(time.perf_counter() - t0, 3)
-            ckpt.history.append(record)
-            score = record["val"]["per_class/f1"] if "val" in record else float(epoch)
-            improved = score > best_score
-            if improved:
-                best_score = score
-                ckpt.metrics["val"] = record.get("val", {})
-                ckpt.metrics["best_epoch"] = epoch + 1
-                save_checkpoint(out, ckpt, model)
-            save_checkpoint(last, ckpt, model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                            epoch=epoch, best_score=best_score)
-            val_text = (f"val per-class F1 {record['val']['per_class/f1']:.4f} per-image F1 "
-                        f"{record['val']['per_image/f1']:.4f} N+ {record['val']['N+']}") if "val" in record else ""
-            log(f"epoch {epoch + 1}/{train_cfg.epochs} loss {record['train_loss']:.4f} {val_text}"
+def _epoch(run: _Run, epoch: int, loader: DataLoader, sampler, generator: torch.Generator, optimizer, scheduler,
+           wrapped: nn.Module, ckpt: CheckpointConfig, val_feats: torch.Tensor | None, val_targets: np.ndarray,
+           best_score: float) -> float:
+    """One epoch from its own seeds (so a resumed run matches), validation, the checkpoints; the best score."""
+    model, train_cfg, device = run.model, run.train_cfg, run.device
+    t0 = time.perf_counter()
+    generator.manual_seed(train_cfg.seed * 1000 + epoch)
+    torch.manual_seed(train_cfg.seed * 1000 + epoch + 1)
+    if sampler is not None:
+        sampler.set_epoch(epoch)
+    model.train()
+    total, batches = 0.0, 0
+    with _progress(run.show) as bar:
+        task = bar.add_task(f"epoch {epoch + 1}/{train_cfg.epochs}", total=len(loader), status="")
+        for x, targets, tokens, lengths in loader:
+            optimizer.zero_grad(set_to_none=True)
+            loss = wrapped(x.to(device), targets.to(device), tokens.to(device), lengths.to(device))
+            loss.backward()
+            if train_cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.detach())
+            batches += 1
+            bar.update(task, advance=1, status=f"loss {total / batches:.4f}")
+    record = {"epoch": epoch + 1, "train_loss": total / max(1, batches), "seconds": 0.0}
+    if run.dist.is_main:
+        if val_feats is not None:
+            metrics = evaluate(predict_features(model, _head_inputs(model, val_feats), ckpt.decode.greedy(),
+                                                ckpt.thresholds), val_targets)
+            record["val"] = metrics.to_dict()
+        record["seconds"] = round(time.perf_counter() - t0, 3)
+        ckpt.history.append(record)
+        score = record["val"]["per_class/f1"] if "val" in record else float(epoch)
+        improved = score > best_score
+        if improved:
+            best_score = score
+            ckpt.metrics["val"] = record.get("val", {})
+            ckpt.metrics["best_epoch"] = epoch + 1
+            save_checkpoint(run.out, ckpt, model)
+        save_checkpoint(last_path(run.out), ckpt, model, optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict(), epoch=epoch, best_score=best_score)
+        val_text = (f"val per-class F1 {record['val']['per_class/f1']:.4f} per-image F1 "
+                    f"{record['val']['per_image/f1']:.4f} N+ {record['val']['N+']}") if "val" in record else ""
+        run.log(f"epoch {epoch + 1}/{train_cfg.epochs} loss {record['train_loss']:.4f} {val_text}"
                 f"{' (best)' if improved else ''} [{record['seconds']:.1f}s]")
-        barrier(dist_info)
+    barrier(run.dist)
+    return best_score
 
-    if dist_info.is_main:
-        ckpt.metrics["train_seconds"] = round(time.perf_counter() - started, 2)
-        _tune_thresholds(out, model, ckpt, val_feats, val_targets, train_cfg,
-                         int(data.targets[data.fit_idx].sum(axis=1).max()), log)
-        _final_test(out, model, ckpt, data, ds, preprocess, info.weights_id, cache_dir, train_cfg, device, log, show)
-    barrier(dist_info)
-    return ckpt
+
+def _finish(run: _Run, ckpt: CheckpointConfig, val_feats: torch.Tensor | None, val_targets: np.ndarray) -> None:
+    """The best checkpoint's operating point (score-based methods) and its test-split figures."""
+    ckpt.metrics["train_seconds"] = round(time.perf_counter() - run.started, 2)
+    _tune_thresholds(run.out, run.model, ckpt, val_feats, val_targets, run.train_cfg,
+                     int(run.data.targets[run.data.fit_idx].sum(axis=1).max()), run.log)
+    _final_test(run.out, run.model, ckpt, run.data, run.ds, run.preprocess, run.weights_id, run.cache_dir,
+                run.train_cfg, run.device, run.log, run.show)
 
 
 def _cached(bar: Progress, label: str, model: AnnotationModel, parts: list[list[Path]], preprocess: PreprocessConfig,
