@@ -62,6 +62,10 @@ def latency(
     threads: int = typer.Option(0, help="onnxruntime and PyTorch threads (0: their defaults)."),
     torch_eager: bool = typer.Option(True, "--torch/--no-torch", help="Include the PyTorch eager rows."),
     accuracy: bool = typer.Option(True, "--accuracy/--no-accuracy", help="corel-eval every bundle on the test split."),
+    photo_size: str = typer.Option("native", help="Photo size for the end-to-end rows: native (the data set's "
+                                   "photos) or WIDTHxHEIGHT (the test photos upscaled to a camera's size and "
+                                   "saved as quality-92 JPEGs, e.g. 4032x3024); with a camera size the fp32 bundle "
+                                   "is also timed decoding every pixel (the path before draft decoding)."),
 ) -> None:
     """One run: PyTorch eager, the runtime on fp32/fp16/int8 bundles and TensorRT where installed; encoder,
     decoder step and end-to-end (JPEG bytes to labels; greedy, beam 3, beam 10) latency at each batch size;
@@ -75,7 +79,8 @@ def latency(
     from corel_annotate.runtime.preprocessing import PreprocessConfig
 
     from .flops import graph_flops, matmul_peak
-    from .latency import RuntimeVariant, TorchVariant, bench_variants, cpu_count, decode_jpeg, infer_throughput
+    from .latency import (RuntimeVariant, TorchVariant, bench_variants, camera_photos, cpu_count, decode_jpeg,
+                          infer_throughput, stage_times)
     from .report import write
     from .tensorrt_rows import tensorrt_rows
 
@@ -93,6 +98,17 @@ def latency(
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2)
     paths = [s.path for s in samples[:images]]
+    camera = None
+    if photo_size != "native":
+        try:
+            camera = tuple(int(v) for v in photo_size.lower().split("x"))
+            assert len(camera) == 2 and min(camera) >= 16
+        except (ValueError, AssertionError):
+            console.print(f"[red]error:[/red] --photo-size {escape(photo_size)}: expected native or WIDTHxHEIGHT",
+                          highlight=False)
+            raise typer.Exit(2)
+        console.print(f"writing {len(paths)} photos at {camera[0]}x{camera[1]}", highlight=False, markup=False)
+        paths = camera_photos(paths, camera, out_dir / f"photos-{camera[0]}x{camera[1]}")
     jpegs = [p.read_bytes() for p in paths]
     preprocess = PreprocessConfig.from_dict(cfg.preprocess)
     arrays = np.stack([decode_jpeg(j, preprocess) for j in jpegs])
@@ -109,12 +125,17 @@ def latency(
               "image_size": preprocess.image_size, "cpu_count": cpu_count(), "threads": threads,
               "torch_threads": torch.get_num_threads(), "hardware": hardware,
               "encoder_gflops": graph_flops(bundles.get("fp32", next(iter(bundles.values()))) / "encoder.onnx") / 1e9,
-              "rows": [], "command": _command("latency")}
+              "rows": [], "command": _command("latency"), "photo_size": photo_size,
+              "photo_bytes_median": float(np.median([len(j) for j in jpegs]))}
     log = lambda m: console.print(m, highlight=False, markup=False)
     variants = []
     if torch_eager:
         variants.append(TorchVariant(checkpoint, threads))
     variants += [RuntimeVariant(f"runtime-{p}", b, threads=threads) for p, b in bundles.items()]
+    if camera and "fp32" in bundles:
+        variants.append(RuntimeVariant("runtime-fp32-full-decode", bundles["fp32"], threads=threads, decode="full"))
+    console.print("timing the stages of one photo (decode, resize, encoder, decoder)", highlight=False, markup=False)
+    result["stages"] = {v.name: stage_times(v, jpegs[:16]) for v in variants if isinstance(v, RuntimeVariant)}
     result["rows"] += [r.to_dict() for r in bench_variants(variants, arrays, jpegs, batch_list, beam_list, repeats,
                                                            warmup, threads, log, rounds)]
     result["rows"] += tensorrt_rows(checkpoint, out_dir, arrays, jpegs, batch_list, beam_list, repeats, warmup, log)
@@ -127,10 +148,11 @@ def latency(
         for k in range(copies):
             for p, j in zip(paths, jpegs):
                 (folder / f"{k}_{p.name}").write_bytes(j)
-        inf = infer_throughput(bundles["fp32"], folder, best["batch"], threads)
-        inf["encoder_bound_images_per_second"] = 1000.0 / best["encoder_ms"]["median"]
-        inf["fraction_of_encoder_bound"] = inf["images_per_second"] / inf["encoder_bound_images_per_second"]
-        result["infer"] = inf
+        for key, decode in (("infer", None), ("infer_full_decode", "full")) if camera else (("infer", None),):
+            inf = infer_throughput(bundles["fp32"], folder, best["batch"], threads, decode)
+            inf["encoder_bound_images_per_second"] = 1000.0 / best["encoder_ms"]["median"]
+            inf["fraction_of_encoder_bound"] = inf["images_per_second"] / inf["encoder_bound_images_per_second"]
+            result[key] = inf
     if accuracy:
         from corel_annotate.runtime.annotator import Annotator
 

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from corel_annotate.runtime.annotator import Annotator
-from corel_annotate.runtime.preprocessing import PreprocessConfig, preprocess, to_rgb
+from corel_annotate.runtime.preprocessing import PreprocessConfig, preprocess, read_image
 
 
 @dataclass
@@ -41,10 +41,7 @@ class Timing:
 
 def decode_jpeg(data: bytes, config: PreprocessConfig) -> np.ndarray:
     """JPEG bytes to the model input, the same steps ``corel-infer`` takes for a file."""
-    from PIL import ImageOps
-
-    with Image.open(io.BytesIO(data)) as img:
-        return preprocess(to_rgb(ImageOps.exif_transpose(img)), config)
+    return preprocess(read_image(io.BytesIO(data), "bytes", min_size=config.decode_size), config)
 
 
 @dataclass
@@ -62,11 +59,16 @@ class Row:
 
 
 class RuntimeVariant:
-    """One bundle through the runtime."""
+    """One bundle through the runtime (``decode`` overrides the bundle's decode rule: ``full`` is the
+    path before draft decoding existed)."""
 
-    def __init__(self, name: str, bundle: Path, device: str = "cpu", threads: int = 0) -> None:
+    def __init__(self, name: str, bundle: Path, device: str = "cpu", threads: int = 0, decode: str | None = None) -> None:
+        from dataclasses import replace
+
         self.name = name
         self.annotator = Annotator.load(bundle, device=device, threads=threads)
+        if decode:
+            self.annotator.preprocess_config = replace(self.annotator.preprocess_config, decode=decode)
         self.config = self.annotator.preprocess_config
         self.is_sequence = self.annotator.manifest.is_sequence
 
@@ -182,6 +184,53 @@ def bench_variants(variants: list, images: np.ndarray, jpegs: list[bytes], batch
     return rows
 
 
+STAGES = ("decode", "resize", "encoder", "decoder")
+
+
+def stage_times(variant: "RuntimeVariant", jpegs: Sequence[bytes], repeats: int = 3) -> dict:
+    """Where one photo's time goes at batch 1, JPEG bytes to labels: pixel decoding (``read_image``),
+    resize and normalisation, the encoder, and decoding (greedy steps, or thresholds); medians in ms
+    over every photo and repeat, and each stage's share of their sum."""
+    from corel_annotate.runtime.decoding import decode
+
+    annotator, config = variant.annotator, variant.config
+    samples: dict[str, list[float]] = {s: [] for s in STAGES}
+    for _ in range(repeats):
+        for data in jpegs:
+            t0 = time.perf_counter()
+            image = read_image(io.BytesIO(data), "bytes", min_size=config.decode_size)
+            t1 = time.perf_counter()
+            array = preprocess(image, config)[None]
+            t2 = time.perf_counter()
+            encoded = annotator.encode(array)
+            t3 = time.perf_counter()
+            if annotator.manifest.is_sequence:
+                decode(annotator.step, annotator.start_state(encoded), annotator.decoding_config(1),
+                       len(annotator.vocabulary))
+            else:
+                annotator.labels_from_scores(1.0 / (1.0 + np.exp(-encoded[annotator._encoder_outputs[0]])))
+            t4 = time.perf_counter()
+            for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                samples[stage].append(seconds * 1000.0)
+    medians = {s: statistics.median(v) for s, v in samples.items()}
+    total = sum(medians.values())
+    return {"ms": medians, "share": {s: m / total for s, m in medians.items()}, "total_ms": total,
+            "photo_pixels": list(Image.open(io.BytesIO(jpegs[0])).size)}
+
+
+def camera_photos(paths: Sequence[Path], size: tuple[int, int], folder: Path, quality: int = 92) -> list[Path]:
+    """The photos upscaled to a camera's ``size`` and saved as JPEG (kept in ``folder`` for reuse)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for p in paths:
+        target = folder / (p.stem + ".jpg")
+        if not target.is_file():
+            with Image.open(p) as img:
+                img.convert("RGB").resize(size, Image.Resampling.BICUBIC).save(target, "JPEG", quality=quality)
+        out.append(target)
+    return out
+
+
 def _scale(t: Timing, factor: float) -> Timing:
     return Timing(t.median * factor, t.p10 * factor, t.p90 * factor, t.n)
 
@@ -190,12 +239,16 @@ def _per_image(t: Timing, batch: int) -> Timing:
     return _scale(t, 1000.0 / batch)
 
 
-def infer_throughput(bundle: Path, folder: Path, batch_size: int, threads: int) -> dict:
+def infer_throughput(bundle: Path, folder: Path, batch_size: int, threads: int, decode: str | None = None) -> dict:
     """Images per second of the ``corel-infer`` pipeline (decoding threads prefetching while the runtime
     works on the previous batch) over a folder, after one warm-up batch."""
+    from dataclasses import replace
+
     from corel_annotate.runtime.inputs import collect_paths, prefetch_batches
 
     annotator = Annotator.load(bundle, threads=threads)
+    if decode:
+        annotator.preprocess_config = replace(annotator.preprocess_config, decode=decode)
     paths = collect_paths([folder])
     for batch in prefetch_batches(paths[:batch_size], annotator.preprocess_config, batch_size):
         annotator.annotate_batch(batch.array)

@@ -34,11 +34,21 @@ def markdown(result: dict) -> str:
         lines.append(f"| {row['variant']} | {row['batch']} | {_fmt(enc)} | {rate:.1f} ({100 * rate / hw['peak_gflops']:.0f}%) "
                      f"| {_fmt(row.get('step_ms'), 3)} | {_fmt(e2e.get('greedy'))} | {_fmt(e2e.get('beam3'))} "
                      f"| {_fmt(e2e.get('beam10'))} |")
-    if result.get("infer"):
-        inf = result["infer"]
-        lines += ["", f"`corel-infer` pipeline over {inf['images']} JPEG files (fp32, batch {inf['batch_size']}): "
-                      f"{inf['images_per_second']:.1f} images/s = {100 * inf['fraction_of_encoder_bound']:.0f}% of "
-                      f"1 / encoder latency at the best batch ({inf['encoder_bound_images_per_second']:.1f} images/s)."]
+    if result.get("stages"):
+        first = next(iter(result["stages"].values()))
+        lines += ["", f"Where one photo's time goes at batch 1 ({first['photo_pixels'][0]}x{first['photo_pixels'][1]} "
+                      "JPEG to labels, greedy), ms (share):", "",
+                  "| variant | decode pixels | resize + normalise | encoder | decoder | total |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for name, st in result["stages"].items():
+            cells = " | ".join(f"{st['ms'][s]:.2f} ({100 * st['share'][s]:.0f}%)" for s in ("decode", "resize", "encoder", "decoder"))
+            lines.append(f"| {name} | {cells} | {st['total_ms']:.2f} |")
+    for key, label in (("infer", "fp32, batch"), ("infer_full_decode", "fp32 decoding every pixel, batch")):
+        if result.get(key):
+            inf = result[key]
+            lines += ["", f"`corel-infer` pipeline over {inf['images']} JPEG files ({label} {inf['batch_size']}): "
+                          f"{inf['images_per_second']:.1f} images/s = {100 * inf['fraction_of_encoder_bound']:.0f}% of "
+                          f"1 / encoder latency at the best batch ({inf['encoder_bound_images_per_second']:.1f} images/s)."]
     if result.get("accuracy"):
         lines += ["", "| bundle | per-class F1 | per-image F1 | N+ |", "| --- | ---: | ---: | ---: |"]
         for name, m in result["accuracy"].items():

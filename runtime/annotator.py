@@ -91,7 +91,7 @@ class Annotator:
         arrays = []
         for image in images:
             if isinstance(image, (str, Path)):
-                pil = load_image(image)
+                pil = load_image(image, min_size=self.preprocess_config.decode_size)
             elif isinstance(image, Image.Image):
                 pil = to_rgb(image)
             else:

@@ -9,7 +9,7 @@ from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
-from .preprocessing import MAX_PIXELS, PreprocessConfig, load_image, preprocess
+from .preprocessing import MAX_PIXELS, PreprocessConfig, preprocess_file
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -60,7 +60,7 @@ def _load(paths: Sequence[Path], config: PreprocessConfig, max_pixels: int = MAX
     ok, arrays, failed = [], [], []
     for p in paths:
         try:
-            arrays.append(preprocess(load_image(p, max_pixels), config))
+            arrays.append(preprocess_file(p, config, max_pixels))
             ok.append(p)
         except (ValueError, OSError, MemoryError) as exc:
             failed.append((p, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))

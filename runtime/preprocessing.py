@@ -11,11 +11,13 @@ import stat
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
 
 RESIZE_RULES = ("stretch",)
+DECODE_RULES = ("full", "draft")
 INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
@@ -25,6 +27,12 @@ class PreprocessConfig:
 
     ``resize = "stretch"`` resizes the whole photo to ``size x size`` without
     cropping, as the reference implementation does.
+
+    ``decode = "draft"`` decodes only the pixels the resize needs: a JPEG at the largest DCT scale
+    (1/2, 1/4 or 1/8) that keeps both sides at or above ``image_size`` (libjpeg's downscaling while
+    decoding), other formats reduced by the largest whole factor that does the same; a 4032x3024
+    camera JPEG decodes about 9x faster.  ``full`` decodes every pixel: the rule of checkpoints
+    and bundles made before ``decode`` existed, which keep their exact behaviour.
     """
 
     image_size: int = 224
@@ -35,12 +43,15 @@ class PreprocessConfig:
     channel_order: str = "RGB"
     layout: str = "NCHW"
     scale: float = field(default=1.0 / 255.0)
+    decode: str = "full"
 
     def __post_init__(self) -> None:
         if self.image_size < 8:
             raise ValueError(f"image size {self.image_size} is too small (at least 8)")
         if self.resize not in RESIZE_RULES:
             raise ValueError(f"unknown resize rule {self.resize!r}; known: {', '.join(RESIZE_RULES)}")
+        if self.decode not in DECODE_RULES:
+            raise ValueError(f"unknown decode rule {self.decode!r}; known: {', '.join(DECODE_RULES)}")
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"unknown interpolation {self.interpolation!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
@@ -50,6 +61,11 @@ class PreprocessConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def decode_size(self) -> int | None:
+        """The smallest side :func:`load_image` must keep (None: decode every pixel)."""
+        return self.image_size if self.decode == "draft" else None
 
     @classmethod
     def from_dict(cls, data: dict) -> "PreprocessConfig":
@@ -69,13 +85,15 @@ def display_path(path: str | Path) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def load_image(path: str | Path, max_pixels: int = MAX_PIXELS, min_size: int | None = None) -> Image.Image:
     """Open a photo as 8-bit RGB with its EXIF orientation applied.
 
     Training and the runtime both read photos through this function, so orientation and colour
-    modes are handled alike.  Anything that is not a decodable image of at most ``max_pixels``
-    pixels (a missing or special file, a truncated or corrupt one, a decompression bomb) raises
-    ValueError with a one-line reason naming the file.
+    modes are handled alike.  With ``min_size`` (``PreprocessConfig.decode_size``) only the pixels
+    a ``min_size`` square resize needs are decoded (JPEG draft mode, else ``Image.reduce``).
+    Anything that is not a decodable image of at most ``max_pixels`` pixels (a missing or special
+    file, a truncated or corrupt one, a decompression bomb) raises ValueError with a one-line
+    reason naming the file.
     """
     name = display_path(path)
     try:
@@ -86,15 +104,28 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ValueError(f"{name}: cannot access file ({exc.strerror or exc})") from None
     if not stat.S_ISREG(mode):
         raise ValueError(f"{name}: not a regular file")
+    return read_image(path, name, max_pixels, min_size)
+
+
+def read_image(source: str | Path | BinaryIO, name: str, max_pixels: int = MAX_PIXELS,
+               min_size: int | None = None) -> Image.Image:
+    """:func:`load_image` on a path or an open binary file (``name`` goes into error messages)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 if img.width * img.height > max_pixels:
                     raise ValueError(f"{img.width}x{img.height} is more than {max_pixels:,} pixels "
                                      "(decompression-bomb guard)")
+                if min_size and img.format == "JPEG":
+                    img.draft(None, (min_size, min_size))   # a square target: orientation does not matter
                 img = ImageOps.exif_transpose(img)
-                return to_rgb(img)
+                rgb = to_rgb(img)
+                if min_size:
+                    factor = min(rgb.width // min_size, rgb.height // min_size)
+                    if factor >= 2:
+                        rgb = rgb.reduce(factor)
+                return rgb
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise ValueError(f"{name}: refused, {exc}") from None
     except ValueError as exc:
@@ -129,6 +160,6 @@ def preprocess(img: Image.Image, config: PreprocessConfig) -> np.ndarray:
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-def preprocess_file(path: str | Path, config: PreprocessConfig) -> np.ndarray:
-    """Load and preprocess one image file."""
-    return preprocess(load_image(path), config)
+def preprocess_file(path: str | Path, config: PreprocessConfig, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Load (by the config's decode rule) and preprocess one image file."""
+    return preprocess(load_image(path, max_pixels, config.decode_size), config)

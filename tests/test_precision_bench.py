@@ -79,3 +79,30 @@ def test_corel_bench_latency_writes_table_chart_and_json(bundles, synth_data, tm
     table = (out / "latency.md").read_text()
     assert "| runtime-int8 | 2 |" in table and "% of peak" in table
     assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_corel_bench_latency_on_camera_size_photos(bundles, synth_data, tmp_path):
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(bench_app, ["latency", "--checkpoint", str(bundles["attention"][0]), "--data",
+                                            str(synth_data), "--out-dir", str(out), "--batch-sizes", "1",
+                                            "--beams", "1", "--precisions", "fp32", "--images", "3", "--no-torch",
+                                            "--no-accuracy", "--repeats", "1", "--warmup", "0", "--rounds", "1",
+                                            "--photo-size", "1024x768"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "latency.json").read_text())
+    photos = sorted((out / "photos-1024x768").glob("*.jpg"))
+    assert len(photos) == 3
+    from PIL import Image
+    with Image.open(photos[0]) as im:
+        assert im.size == (1024, 768) and im.format == "JPEG"
+    stages = data["stages"]
+    assert set(stages) == {"runtime-fp32", "runtime-fp32-full-decode"}
+    for st in stages.values():
+        assert st["photo_pixels"] == [1024, 768]
+        assert sum(st["share"].values()) == pytest.approx(1.0)
+    assert {r["variant"] for r in data["rows"] if not r.get("note")} == {"runtime-fp32", "runtime-fp32-full-decode"}
+    assert data["infer_full_decode"]["images"] == data["infer"]["images"]
+    assert "decode pixels" in (out / "latency.md").read_text()
+    bad = CliRunner().invoke(bench_app, ["latency", "--checkpoint", str(bundles["attention"][0]), "--data",
+                                         str(synth_data), "--out-dir", str(out), "--photo-size", "big"])
+    assert bad.exit_code == 2

@@ -80,5 +80,5 @@ def view_rng(cfg: AugmentConfig, view: int, index: int) -> np.random.Generator:
 def augmented_views(paths: Sequence[Path], indices: Sequence[int], preprocess: PreprocessConfig,
                     cfg: AugmentConfig, view: int) -> np.ndarray:
     """View ``view`` of each listed image (``indices`` are the images' positions in the split)."""
-    return np.stack([augment_image(load_image(p), preprocess, cfg, view_rng(cfg, view, i))
+    return np.stack([augment_image(load_image(p, min_size=preprocess.decode_size), preprocess, cfg, view_rng(cfg, view, i))
                      for p, i in zip(paths, indices)])

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..runtime.decoding_config import DecodingConfig
+from ..runtime.preprocessing import DECODE_RULES
 from .augment import AugmentConfig
 
 __all__ = ["DecodingConfig", "ModelConfig", "SequenceConfig", "TrainConfig", "CheckpointConfig", "Preset", "PRESETS"]
@@ -141,6 +142,7 @@ class TrainConfig:
     augmented_dir: str = ""
     augment_min_scale: float = 0.35
     backbone_from: str = ""
+    decode: str = "draft"
 
     def __post_init__(self) -> None:
         self.augment_config()
@@ -152,6 +154,8 @@ class TrainConfig:
             raise ValueError("learning rates must be positive")
         if self.train_top < 0:
             raise ValueError("--train-top counts backbone stages: 0 or more")
+        if self.decode not in DECODE_RULES:
+            raise ValueError(f"unknown decode rule {self.decode!r}; choose {' or '.join(DECODE_RULES)}")
         if self.threshold_tuning not in ("balanced", "mcc", "f1", "none"):
             raise ValueError(f"unknown threshold tuning {self.threshold_tuning!r}; choose balanced, mcc, f1 or none")
 

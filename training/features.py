@@ -33,7 +33,8 @@ def cache_key(backbone: str, weights_id: str, preprocess: PreprocessConfig, feat
               paths: Sequence[Path], augment: AugmentConfig | None = None, view: int = 0) -> str:
     """Names the cache file; ``view`` 0 is the plain preprocessing, ``view`` k > 0 the k-th augmented view."""
     digest = hashlib.sha256()
-    spec = {"backbone": backbone, "weights": weights_id, "preprocess": preprocess.to_dict(), "kind": feature_kind}
+    pre = {k: v for k, v in preprocess.to_dict().items() if not (k == "decode" and v == "full")}  # keys of old caches
+    spec = {"backbone": backbone, "weights": weights_id, "preprocess": pre, "kind": feature_kind}
     if view:
         if augment is None:
             raise ValueError("augmented views need an augmentation config")

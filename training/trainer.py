@@ -53,7 +53,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int):
         seed = int(torch.randint(0, 2**31 - 1, ()))
         if self.augment is not None:
-            image = augment_image(load_image(self.paths[i]), self.preprocess, self.augment, np.random.default_rng(seed))
+            image = augment_image(load_image(self.paths[i], min_size=self.preprocess.decode_size), self.preprocess, self.augment, np.random.default_rng(seed))
         else:
             image = preprocess_file(self.paths[i], self.preprocess)
             if seed % 2:
@@ -271,7 +271,8 @@ def _build(run: _Run) -> None:
     cfg, train_cfg, vocab = run.model_cfg, run.train_cfg, run.ds.vocabulary
     backbone, info = build_backbone(cfg.backbone, cfg.backbone_weights)
     cfg.feature_dim = info.num_features
-    run.preprocess = PreprocessConfig(image_size=train_cfg.image_size, mean=info.mean, std=info.std)
+    run.preprocess = PreprocessConfig(image_size=train_cfg.image_size, mean=info.mean, std=info.std,
+                                      decode=train_cfg.decode)
     run.weights_id = info.weights_id
     cls = model_class(cfg.method)
     extra: dict = {}
@@ -450,7 +451,7 @@ def _adopt_backbone(model: AnnotationModel, source: Path, model_cfg: ModelConfig
             "preprocessing": preprocess.to_dict(), "--train-top": train_cfg.train_top, "--seed": train_cfg.seed,
             "--val-fraction": train_cfg.val_fraction, "training images": data.info["fit_images"]}
     theirs = {"backbone": src.model.backbone, "backbone weights": src.model.backbone_weights,
-              "preprocessing": src.preprocess, "--train-top": src.train.train_top, "--seed": src.train.seed,
+              "preprocessing": PreprocessConfig.from_dict(src.preprocess).to_dict(), "--train-top": src.train.train_top, "--seed": src.train.seed,
               "--val-fraction": src.train.val_fraction, "training images": src.data.get("fit_images")}
     for key, value in mine.items():
         if json.dumps(theirs[key], sort_keys=True) != json.dumps(value, sort_keys=True):
