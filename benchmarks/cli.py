@@ -62,6 +62,8 @@ def latency(
     threads: int = typer.Option(0, help="onnxruntime and PyTorch threads (0: their defaults)."),
     torch_eager: bool = typer.Option(True, "--torch/--no-torch", help="Include the PyTorch eager rows."),
     accuracy: bool = typer.Option(True, "--accuracy/--no-accuracy", help="corel-eval every bundle on the test split."),
+    openvino: bool = typer.Option(True, "--openvino/--no-openvino", help="Also run every bundle on OpenVINO (fp32, "
+                                  "and bf16 where the CPU has it) when it is installed."),
     photo_size: str = typer.Option("native", help="Photo size for the end-to-end rows: native (the data set's "
                                    "photos) or WIDTHxHEIGHT (the test photos upscaled to a camera's size and "
                                    "saved as quality-92 JPEGs, e.g. 4032x3024); with a camera size the fp32 bundle "
@@ -132,6 +134,19 @@ def latency(
     if torch_eager:
         variants.append(TorchVariant(checkpoint, threads))
     variants += [RuntimeVariant(f"runtime-{p}", b, threads=threads) for p, b in bundles.items()]
+    if openvino:
+        try:
+            from corel_annotate.runtime.openvino_session import cpu_precisions
+
+            engine_precisions = cpu_precisions()
+        except ValueError as exc:
+            console.print(f"OpenVINO rows left out: {exc}", highlight=False, markup=False)
+            engine_precisions = []
+        for p, b in bundles.items():
+            for ep in engine_precisions if p == "fp32" else ["fp32"][:bool(engine_precisions)]:
+                name = f"openvino-{p}" + ("" if p != "fp32" or ep == "fp32" else f"-{ep}")
+                variants.append(RuntimeVariant(name.replace("fp32-bf16", "bf16"), b, device="openvino",
+                                               threads=threads, precision=ep))
     if camera and "fp32" in bundles:
         variants.append(RuntimeVariant("runtime-fp32-full-decode", bundles["fp32"], threads=threads, decode="full"))
     console.print("timing the stages of one photo (decode, resize, encoder, decoder)", highlight=False, markup=False)
@@ -156,8 +171,8 @@ def latency(
     if accuracy:
         from corel_annotate.runtime.annotator import Annotator
 
-        result["accuracy"] = {name: evaluate_bundle(Annotator.load(b, threads=threads), data).metrics.to_dict()
-                              for name, b in bundles.items()}
+        result["accuracy"] = {v.name: evaluate_bundle(v.annotator, data).metrics.to_dict()
+                              for v in variants if isinstance(v, RuntimeVariant) and not v.name.endswith("full-decode")}
     for path in write(result, out_dir):
         console.print(f"wrote {path}", highlight=False, markup=False)
 

@@ -62,11 +62,12 @@ class RuntimeVariant:
     """One bundle through the runtime (``decode`` overrides the bundle's decode rule: ``full`` is the
     path before draft decoding existed)."""
 
-    def __init__(self, name: str, bundle: Path, device: str = "cpu", threads: int = 0, decode: str | None = None) -> None:
+    def __init__(self, name: str, bundle: Path, device: str = "cpu", threads: int = 0, decode: str | None = None,
+                 precision: str = "fp32") -> None:
         from dataclasses import replace
 
         self.name = name
-        self.annotator = Annotator.load(bundle, device=device, threads=threads)
+        self.annotator = Annotator.load(bundle, device=device, threads=threads, precision=precision)
         if decode:
             self.annotator.preprocess_config = replace(self.annotator.preprocess_config, decode=decode)
         self.config = self.annotator.preprocess_config

@@ -38,8 +38,10 @@ class Annotator:
     Everything comes from the manifest (graph roles, state map, constants, decoding rules,
     thresholds), never from the name of the method that trained the bundle."""
 
-    def __init__(self, bundle: Path, manifest: BundleManifest, sessions: dict, device: str) -> None:
+    def __init__(self, bundle: Path, manifest: BundleManifest, sessions: dict, device: str,
+                 precision: str = "fp32") -> None:
         self.bundle, self.manifest, self.sessions, self.device = bundle, manifest, sessions, device
+        self.precision = precision
         self.vocabulary = manifest.vocab()
         self.preprocess_config = manifest.preprocess_config()
         seq = manifest.sequence
@@ -52,16 +54,33 @@ class Annotator:
             self._encoder_outputs = [manifest.scoring.logits_output]
 
     @classmethod
-    def load(cls, bundle: str | Path, device: str = "cpu", threads: int = 0, spinning: bool = False) -> "Annotator":
+    def load(cls, bundle: str | Path, device: str = "cpu", threads: int = 0, spinning: bool = False,
+             precision: str = "fp32") -> "Annotator":
         """Verify the bundle (sha256 of every file, paths inside the bundle, graph interfaces), then open sessions.
 
         ``device="tensorrt"`` runs the bundle's TensorRT engines when it has them, else onnxruntime's
         TensorRT provider; a provider that is not installed falls back to the CPU with a message.
         ``spinning`` lets onnxruntime's idle threads spin-wait: off by default, because on 2 cores the
-        spinning threads slow down the JPEG decoding and decoding loops that run between graph calls."""
+        spinning threads slow down the JPEG decoding and decoding loops that run between graph calls.
+        ``device="openvino"`` compiles the graphs with OpenVINO at ``precision`` (``fp32`` or ``bf16``,
+        always explicit); the other devices compute in the bundle's own precision (``fp32`` here).
+        ``device="auto"``/``precision="auto"`` pick the fastest engine within the accuracy budget (the
+        CLIs' default; see ``openvino_session.resolve_engine``); :attr:`engine` says which ran."""
         bundle = Path(bundle)
         manifest = load_manifest(bundle, verify=True)
-        if device == "tensorrt" and manifest.engines:
+        if "auto" in (device, precision):
+            from .openvino_session import resolve_engine
+
+            device, precision = resolve_engine(device, precision)
+        if precision != "fp32" and device != "openvino":
+            raise ValueError(f"--precision {precision} needs --device openvino (onnxruntime computes in the "
+                             "bundle's precision; export an int8 or fp16 bundle for those)")
+        if device == "openvino":
+            from .openvino_session import OpenVINOSession
+
+            sessions = {name: OpenVINOSession(safe_member(bundle, spec.file), spec, precision, threads)
+                        for name, spec in manifest.graphs.items()}
+        elif device == "tensorrt" and manifest.engines:
             from .tensorrt_engine import TensorRTSession
 
             sessions = {name: TensorRTSession(safe_member(bundle, manifest.engines[name]["file"]))
@@ -69,7 +88,13 @@ class Annotator:
         else:
             sessions = {name: create_session(safe_member(bundle, spec.file), spec, device, threads, spinning)
                         for name, spec in manifest.graphs.items()}
-        return cls(bundle, manifest, sessions, device)
+        return cls(bundle, manifest, sessions, device, precision)
+
+    @property
+    def engine(self) -> str:
+        """What computes, for the record: ``onnxruntime-cpu fp32``, ``openvino bf16``, ..."""
+        name = "openvino" if self.device == "openvino" else f"onnxruntime-{self.device}"
+        return f"{name} {self.precision if self.device == 'openvino' else self.manifest.precision}"
 
     @property
     def kind(self) -> str:

@@ -76,22 +76,28 @@ def test_graph_outputs_match_torch_on_real_images(bundles, test_batch, method):
                 assert np.max(np.abs(g - e.numpy())) < 1e-4
 
 
+ENGINES = ["cpu", "openvino"]  # onnxruntime and OpenVINO, both fp32
+
+
+@pytest.mark.parametrize("device", ENGINES)
 @pytest.mark.parametrize("method", EXPORT_METHODS)
 @pytest.mark.parametrize("beam_width", [1, 3])
-def test_label_sets_equal_the_reference(bundles, test_batch, method, beam_width):
+def test_label_sets_equal_the_reference(bundles, test_batch, method, beam_width, device):
     ckpt, bundle = bundles[method]
     model, cfg = model_from_checkpoint(ckpt)
     _, _, images = test_batch
     expected, _ = torch_predictions(model, cfg, images, beam_width)
-    annotator = Annotator.load(bundle)
+    annotator = Annotator.load(bundle, device=device)
+    assert annotator.engine == ("openvino fp32" if device == "openvino" else "onnxruntime-cpu fp32")
     got = annotator.annotate_batch(images, beam_width=beam_width) if model.is_sequence else annotator.annotate_batch(images)
     agree = sum(set(a.label_ids) == set(b) for a, b in zip(got, expected))
     assert agree >= 0.99 * len(expected), f"{agree}/{len(expected)} label sets agree"
     assert any(len(a.label_ids) for a in got)
 
 
+@pytest.mark.parametrize("device", ENGINES)
 @pytest.mark.parametrize("method", EXPORT_METHODS)
-def test_eval_metrics_equal_pytorch_evaluation(bundles, synth_data, test_batch, method):
+def test_eval_metrics_equal_pytorch_evaluation(bundles, synth_data, test_batch, method, device):
     ckpt, bundle = bundles[method]
     model, cfg = model_from_checkpoint(ckpt)
     split, vocab, images = test_batch
@@ -99,7 +105,7 @@ def test_eval_metrics_equal_pytorch_evaluation(bundles, synth_data, test_batch, 
     targets = label_sets_to_matrix(split.label_ids(vocab), len(vocab))
     reference = annotation_metrics(targets, label_sets_to_matrix(sets, len(vocab)), probs).to_dict()
     result = subprocess.run([sys.executable, "-m", "corel_annotate.runtime.cli_eval", "--model", str(bundle), "--data",
-                             str(synth_data), "--json", "--no-progress"], capture_output=True, text=True, cwd=REPO)
+                             str(synth_data), "--json", "--no-progress", "--device", device], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     got = json.loads(result.stdout)
     for key, value in reference.items():
@@ -134,7 +140,7 @@ print(evaluate_bundle(Annotator.load({str(gcn)!r}), {str(synth_data)!r}).metrics
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["1", "True"]
-    mods = subprocess.run([sys.executable, "-c", "import sys, runtime.annotator, runtime.cli, runtime.evaluation; "
+    mods = subprocess.run([sys.executable, "-c", "import sys, corel_annotate.runtime.annotator, corel_annotate.runtime.cli, corel_annotate.runtime.evaluation; "
                            "print(any(m == 'torch' or m.startswith('torch.') for m in sys.modules))"],
                           capture_output=True, text=True, cwd=REPO)
     assert mods.stdout.strip() == "False", mods.stderr
@@ -160,3 +166,26 @@ def test_preprocessing_matches_the_torchvision_training_transform(synth_data):
         assert np.max(np.abs(ours - reference)) < 1e-5, path
         with Image.open(path) as raw:
             assert raw.format == "JPEG"
+
+
+def test_openvino_bf16_is_explicit_recorded_and_close(bundles, test_batch):
+    from corel_annotate.runtime.openvino_session import cpu_precisions
+
+    if "bf16" not in cpu_precisions():
+        pytest.skip("this CPU has no bfloat16 units")
+    _, _, images = test_batch
+    bundle = bundles["cnn"][1]
+    fp32 = Annotator.load(bundle, device="openvino", precision="fp32")
+    bf16 = Annotator.load(bundle, device="openvino", precision="bf16")
+    assert bf16.engine == "openvino bf16" and bf16.sessions["encoder"].precision == "bf16"
+    a, b = fp32.scores(images), bf16.scores(images)
+    assert not np.array_equal(a, b), "bf16 arithmetic really ran"
+    assert np.max(np.abs(a - b)) < 0.15 and np.mean(np.abs(a - b)) < 0.01
+    agree = sum(set(x.label_ids) == set(y.label_ids) for x, y in
+                zip(fp32.labels_from_scores(a), bf16.labels_from_scores(b)))
+    assert agree >= 0.9 * len(images)
+
+
+def test_precision_other_than_fp32_needs_openvino(bundles):
+    with pytest.raises(ValueError, match="needs --device openvino"):
+        Annotator.load(bundles["cnn"][1], device="cpu", precision="bf16")

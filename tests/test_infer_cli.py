@@ -100,3 +100,18 @@ def test_attention_maps_need_a_bundle_with_an_attention_output(bundles, synth_da
     result = runner.invoke(infer_app, [image, "--model", str(bundles["ria"][1]), "--attention-maps",
                                        str(tmp_path / "maps"), "--no-progress"])
     assert result.exit_code == 2 and "attention weights" in result.output
+
+
+def test_the_engine_that_ran_is_reported(bundles, synth_data):
+    from corel_annotate.runtime.openvino_session import cpu_precisions, resolve_engine
+
+    image = str(next((synth_data / "images").iterdir()))
+    auto = runner.invoke(infer_app, [image, "--model", str(bundles["cnn"][1]), "--no-progress"])
+    device, precision = resolve_engine("auto", "auto")
+    assert device == "openvino" and precision == ("bf16" if "bf16" in cpu_precisions() else "fp32")
+    assert auto.exit_code == 0 and f"(openvino {precision})" in auto.output
+    plain = runner.invoke(infer_app, [image, "--model", str(bundles["cnn"][1]), "--no-progress", "--device", "cpu"])
+    assert plain.exit_code == 0 and "(onnxruntime-cpu fp32)" in plain.output
+    refused = runner.invoke(infer_app, [image, "--model", str(bundles["cnn"][1]), "--no-progress", "--device", "cpu",
+                                        "--precision", "bf16"])
+    assert refused.exit_code == 2 and "needs --device openvino" in refused.output

@@ -67,8 +67,11 @@ def test_corel_bench_latency_writes_table_chart_and_json(bundles, synth_data, tm
                                             "--repeats", "2", "--warmup", "1"])
     assert result.exit_code == 0, result.output
     data = json.loads((out / "latency.json").read_text())
+    from corel_annotate.runtime.openvino_session import cpu_precisions
+
     measured = {(r["variant"], r["batch"]) for r in data["rows"] if not r.get("note")}
-    assert measured == {(v, b) for v in ("pytorch-eager", "runtime-fp32", "runtime-int8") for b in (1, 2)}
+    openvino = ["openvino-fp32", "openvino-int8"] + (["openvino-bf16"] if "bf16" in cpu_precisions() else [])
+    assert measured == {(v, b) for v in ["pytorch-eager", "runtime-fp32", "runtime-int8", *openvino] for b in (1, 2)}
     assert any(r["variant"] == "tensorrt" for r in data["rows"])
     for row in data["rows"]:
         if not row.get("note"):
@@ -87,7 +90,7 @@ def test_corel_bench_latency_on_camera_size_photos(bundles, synth_data, tmp_path
                                             str(synth_data), "--out-dir", str(out), "--batch-sizes", "1",
                                             "--beams", "1", "--precisions", "fp32", "--images", "3", "--no-torch",
                                             "--no-accuracy", "--repeats", "1", "--warmup", "0", "--rounds", "1",
-                                            "--photo-size", "1024x768"])
+                                            "--photo-size", "1024x768", "--no-openvino"])
     assert result.exit_code == 0, result.output
     data = json.loads((out / "latency.json").read_text())
     photos = sorted((out / "photos-1024x768").glob("*.jpg"))
