@@ -105,7 +105,7 @@ def test_eval_metrics_equal_pytorch_evaluation(bundles, synth_data, test_batch, 
     targets = label_sets_to_matrix(split.label_ids(vocab), len(vocab))
     reference = annotation_metrics(targets, label_sets_to_matrix(sets, len(vocab)), probs).to_dict()
     result = subprocess.run([sys.executable, "-m", "corel_annotate.runtime.cli_eval", "--model", str(bundle), "--data",
-                             str(synth_data), "--json", "--no-progress", "--device", device], capture_output=True, text=True, cwd=REPO)
+                             str(synth_data), "--json", "--no-progress", "--device", device, "--precision", "fp32"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     got = json.loads(result.stdout)
     for key, value in reference.items():
