@@ -93,8 +93,10 @@ class Annotator:
     @property
     def engine(self) -> str:
         """What computes, for the record: ``onnxruntime-cpu fp32``, ``openvino bf16``, ..."""
-        name = "openvino" if self.device == "openvino" else f"onnxruntime-{self.device}"
-        return f"{name} {self.precision if self.device == 'openvino' else self.manifest.precision}"
+        if self.device != "openvino":
+            return f"onnxruntime-{self.device} {self.manifest.precision}"
+        bundle = f" ({self.manifest.precision} bundle)" if self.manifest.precision != "fp32" else ""
+        return f"openvino {self.precision}{bundle}"
 
     @property
     def kind(self) -> str:
