@@ -163,8 +163,11 @@ def latency(
         for k in range(copies):
             for p, j in zip(paths, jpegs):
                 (folder / f"{k}_{p.name}").write_bytes(j)
-        for key, decode in (("infer", None), ("infer_full_decode", "full")) if camera else (("infer", None),):
-            inf = infer_throughput(bundles["fp32"], folder, best["batch"], threads, decode)
+        runs = [("infer", None, "cpu", "fp32")]
+        if camera:
+            runs += [("infer_full_decode", "full", "cpu", "fp32"), ("infer_default", None, "auto", "auto")]
+        for key, decode, device, precision in runs:
+            inf = infer_throughput(bundles["fp32"], folder, best["batch"], threads, decode, device, precision)
             inf["encoder_bound_images_per_second"] = 1000.0 / best["encoder_ms"]["median"]
             inf["fraction_of_encoder_bound"] = inf["images_per_second"] / inf["encoder_bound_images_per_second"]
             result[key] = inf

@@ -240,14 +240,15 @@ def _per_image(t: Timing, batch: int) -> Timing:
     return _scale(t, 1000.0 / batch)
 
 
-def infer_throughput(bundle: Path, folder: Path, batch_size: int, threads: int, decode: str | None = None) -> dict:
+def infer_throughput(bundle: Path, folder: Path, batch_size: int, threads: int, decode: str | None = None,
+                     device: str = "cpu", precision: str = "fp32") -> dict:
     """Images per second of the ``corel-infer`` pipeline (decoding threads prefetching while the runtime
     works on the previous batch) over a folder, after one warm-up batch."""
     from dataclasses import replace
 
     from corel_annotate.runtime.inputs import collect_paths, prefetch_batches
 
-    annotator = Annotator.load(bundle, threads=threads)
+    annotator = Annotator.load(bundle, threads=threads, device=device, precision=precision)
     if decode:
         annotator.preprocess_config = replace(annotator.preprocess_config, decode=decode)
     paths = collect_paths([folder])
@@ -259,7 +260,8 @@ def infer_throughput(bundle: Path, folder: Path, batch_size: int, threads: int, 
         annotator.annotate_batch(batch.array)
         count += len(batch.paths)
     seconds = time.perf_counter() - started
-    return {"images": count, "seconds": seconds, "images_per_second": count / seconds, "batch_size": batch_size}
+    return {"images": count, "seconds": seconds, "images_per_second": count / seconds, "batch_size": batch_size,
+            "engine": annotator.engine, "decode": annotator.preprocess_config.decode}
 
 
 def cpu_count() -> int:

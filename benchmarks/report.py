@@ -43,9 +43,10 @@ def markdown(result: dict) -> str:
         for name, st in result["stages"].items():
             cells = " | ".join(f"{st['ms'][s]:.2f} ({100 * st['share'][s]:.0f}%)" for s in ("decode", "resize", "encoder", "decoder"))
             lines.append(f"| {name} | {cells} | {st['total_ms']:.2f} |")
-    for key, label in (("infer", "fp32, batch"), ("infer_full_decode", "fp32 decoding every pixel, batch")):
+    for key in ("infer", "infer_full_decode", "infer_default"):
         if result.get(key):
             inf = result[key]
+            label = f"{inf.get('engine', 'onnxruntime-cpu fp32')}, decode {inf.get('decode', 'bundle rule')}, batch"
             lines += ["", f"`corel-infer` pipeline over {inf['images']} JPEG files ({label} {inf['batch_size']}): "
                           f"{inf['images_per_second']:.1f} images/s = {100 * inf['fraction_of_encoder_bound']:.0f}% of "
                           f"1 / encoder latency at the best batch ({inf['encoder_bound_images_per_second']:.1f} images/s)."]

@@ -192,9 +192,14 @@ class Annotator:
         return sigmoid(self.encode(batch)[self._encoder_outputs[0]])
 
     def annotate(self, images: Iterable[ImageLike], batch_size: int = 8, **options) -> list[Annotation]:
-        """Annotate images given as paths, PIL images or uint8 arrays."""
+        """Annotate images given as paths, PIL images or uint8 arrays; the next batches are decoded in
+        background threads (``inputs.decode_workers``) while the engine runs.  A file that cannot be
+        read raises ValueError naming it."""
+        from .inputs import decode_workers, prefetch
+
         images = list(images)
+        chunks = [images[start:start + batch_size] for start in range(0, len(images), batch_size)]
         out: list[Annotation] = []
-        for start in range(0, len(images), batch_size):
-            out.extend(self.annotate_batch(self.preprocess(images[start:start + batch_size]), **options))
+        for batch in prefetch(chunks, self.preprocess, workers=decode_workers(), ahead=decode_workers()):
+            out.extend(self.annotate_batch(batch, **options))
         return out
