@@ -52,11 +52,6 @@ class DecoderState:
     def num_rows(self) -> int:
         return int(self.image.size)
 
-    @property
-    def batch(self) -> int:
-        """Images the state was started with."""
-        return self._feed.batch if self._feed.constants else int(self.image.max(initial=-1)) + 1
-
     def select(self, index: np.ndarray) -> "DecoderState":
         """Rows ``index`` (parents of the next step's hypotheses, or the rows still live), in that order."""
         return DecoderState({name: value[index] for name, value in self.rows.items()}, self.image[index], self._feed)
