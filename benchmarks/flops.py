@@ -80,5 +80,18 @@ def matmul_peak(threads: int = 0, size: int = 1024, seconds: float = 2.0) -> dic
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     numpy_rate = best(lambda: a @ b)
     ort_rate = best(lambda: session.run(None, {"a": a, "b": b}))
-    return {"numpy_gflops": numpy_rate, "onnxruntime_gflops": ort_rate, "peak_gflops": max(numpy_rate, ort_rate),
-            "size": size}
+    out = {"numpy_gflops": numpy_rate, "onnxruntime_gflops": ort_rate, "peak_gflops": max(numpy_rate, ort_rate),
+           "size": size}
+    try:  # the bfloat16 peak, for rows that compute in bf16 (OpenVINO on CPUs with bfloat16 units)
+        import openvino as ov
+
+        core = ov.Core()
+        if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            config = {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY"}
+            if threads:
+                config["INFERENCE_NUM_THREADS"] = threads
+            request = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU", config).create_infer_request()
+            out["bf16_peak_gflops"] = best(lambda: request.infer({"a": a, "b": b}))
+    except ImportError:
+        pass
+    return out
