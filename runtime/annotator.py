@@ -13,7 +13,7 @@ from .decoding import decode
 from .decoding_config import DecodingConfig
 from .manifest import BundleManifest, load_manifest, safe_member
 from .preprocessing import load_image, preprocess, to_rgb
-from .scoring import select_labels, sigmoid
+from .scoring import check_options, select_labels, sigmoid
 from .session import create_session
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray]
@@ -176,10 +176,7 @@ class Annotator:
         or one ``threshold`` for all), best first, at most ``top_k``, at least the manifest's ``min_labels``."""
         scoring = self.manifest.scoring
         assert scoring is not None
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be at least 1, got {top_k}")
-        if threshold is not None and not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        check_options(top_k, threshold)
         thresholds = [threshold] * len(self.vocabulary) if threshold is not None else list(scoring.thresholds)
         chosen = select_labels(probs, thresholds, top_k if top_k is not None else scoring.top_k, scoring.min_labels)
         return [Annotation(self.vocabulary.decode(ids), [float(probs[i, j]) for j in ids], ids)

@@ -62,10 +62,9 @@ def _check_options(annotator, beam_width: int | None, top_k: int | None = None, 
     if annotator.manifest.is_sequence:
         annotator.decoding_config(beam_width)
     else:
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"--top-k {top_k}: keep at least 1 label")
-        if threshold is not None and not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"--threshold {threshold}: a threshold is in [0, 1]")
+        from .scoring import check_options
+
+        check_options(top_k, threshold)
 
 
 @infer_app.command()
