@@ -6,6 +6,7 @@ never leaves a bundle that loads.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -29,7 +30,8 @@ from corel_annotate.training.registry import (BATCH, IMAGE_INPUT, LOG_PROBS_OUTP
                                               GraphDecl, MethodSpec, method_spec)
 from .onnx_graphs import export_graph, wrappers
 from .tensorrt import EngineSettings, add_engines, require_tensorrt
-from .precision import PRECISIONS, calibration_images, convert_fp16, quantize_dynamic_int8, quantize_static_int8
+from .int8_accuracy import DEFAULT_MAX_DROP, BundleJudge, Int8Report, quantize_encoder, validation_set
+from .precision import PRECISIONS, calibration_images, convert_fp16, quantize_dynamic_int8
 
 DEFAULT_OPSET = 17
 
@@ -74,7 +76,7 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path | None = None, ops
                   tolerance: float = 1e-4, batch_sizes: tuple[int, ...] = (1, 5), trace_batch: int = 2,
                   force: bool = False, precision: str = "fp32", calibration: str | Path | None = None,
                   engine: str | None = None, engine_settings: EngineSettings | None = None,
-                  log: Callable[[str], None] = print) -> tuple[Path, BundleManifest, list[GraphCheck]]:
+                  max_drop: float = DEFAULT_MAX_DROP, log: Callable[[str], None] = print) -> tuple[Path, BundleManifest, list[GraphCheck]]:
     """Export ``checkpoint`` to a bundle directory and return it with its manifest and the parity checks.
 
     The fp32 graphs are always exported and checked against PyTorch first; ``precision`` int8 or
@@ -114,8 +116,20 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path | None = None, ops
             if name == "encoder":
                 encoder_out = {io.name: t for io, t in zip(decl.outputs, result)}
         checks = verify(tmp, modules, decls, size, vocab.num_tokens, batch_sizes, tolerance, log)
+        manifest = BundleManifest(
+            kind=spec.kind, vocabulary=vocab.labels, preprocess=PreprocessConfig.from_dict(cfg.preprocess),
+            image_input=IMAGE_INPUT, graphs=specs, sequence=_sequence_spec(spec, vocab, cfg.decode),
+            scoring=None if spec.is_sequence else ScoringSpec(LOGITS_OUTPUT, tuple(cfg.thresholds or [0.5] * len(vocab)),
+                                                              cfg.top_k or None, cfg.min_labels),
+            precision="fp32", opset=opset, versions=_versions(),
+            files={s.file: sha256_file(tmp / s.file) for s in specs.values()},
+            source={"method": method, "checkpoint": checkpoint.name, "checkpoint_sha256": sha256_file(checkpoint),
+                    "backbone": cfg.model.backbone, "metrics": cfg.metrics.get("test", {})})
+        (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")  # the fp32 bundle, for the int8 check
         if precision != "fp32":
-            _lower_precision(tmp, decls, precision, cfg, calibration, log)
+            report = _lower_precision(tmp, decls, precision, cfg, calibration, max_drop, log)
+            if report is not None:
+                manifest = dataclasses.replace(manifest, source={**manifest.source, "int8": report.to_dict()})
             log(f"{precision} graphs against PyTorch (informative; judge accuracy with corel-eval):")
             checks = verify(tmp, modules, decls, size, vocab.num_tokens, batch_sizes, float("inf"), log)
         engines = {}
@@ -123,17 +137,10 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path | None = None, ops
             settings = engine_settings or EngineSettings(fp16=precision == "fp16")
             log(f"building TensorRT engines (batch {settings.min_batch}-{settings.max_batch}, opt {settings.opt_batch})")
             engines = add_engines(tmp, settings)
-        manifest = BundleManifest(
-            kind=spec.kind, vocabulary=vocab.labels, preprocess=PreprocessConfig.from_dict(cfg.preprocess),
-            image_input=IMAGE_INPUT, graphs=specs, sequence=_sequence_spec(spec, vocab, cfg.decode),
-            scoring=None if spec.is_sequence else ScoringSpec(LOGITS_OUTPUT, tuple(cfg.thresholds or [0.5] * len(vocab)),
-                                                              cfg.top_k or None, cfg.min_labels),
-            precision=precision, opset=opset, versions=_versions(),
+        manifest = dataclasses.replace(
+            manifest, precision=precision, engines=engines,
             files={**{s.file: sha256_file(tmp / s.file) for s in specs.values()},
-                   **{e["file"]: sha256_file(tmp / e["file"]) for e in engines.values()}},
-            engines=engines,
-            source={"method": method, "checkpoint": checkpoint.name, "checkpoint_sha256": sha256_file(checkpoint),
-                    "backbone": cfg.model.backbone, "metrics": cfg.metrics.get("test", {})})
+                   **{e["file"]: sha256_file(tmp / e["file"]) for e in engines.values()}})
         manifest.check()
         (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
         _replace_dir(tmp, out)
@@ -153,22 +160,32 @@ def _sequence_spec(spec: MethodSpec, vocab: Vocabulary, decoding) -> SequenceSpe
 
 
 def _lower_precision(tmp: Path, decls: dict[str, GraphDecl], precision: str, cfg, calibration: str | Path | None,
-                     log: Callable[[str], None]) -> None:
-    """Replace the fp32 graphs in ``tmp`` with their int8 or fp16 forms."""
+                     max_drop: float, log: Callable[[str], None]) -> Int8Report | None:
+    """Replace the fp32 graphs in ``tmp`` with their fp16 or int8 forms; int8 returns what its accuracy
+    check measured.  The decoder step (dynamic int8) is converted first, so the encoder's check judges
+    the whole int8 bundle."""
+    if precision == "fp16":
+        for name in decls:
+            convert_fp16(tmp / f"{name}.onnx", tmp / f"{name}.fp16.onnx")
+            os.replace(tmp / f"{name}.fp16.onnx", tmp / f"{name}.onnx")
+        return None
     for name in decls:
-        src = tmp / f"{name}.onnx"
-        dst = tmp / f"{name}.{precision}.onnx"
-        if precision == "fp16":
-            convert_fp16(src, dst)
-        elif name == "encoder":
-            images = _calibration_images(cfg, calibration)
-            log(f"calibrating the int8 encoder on {len(images)} images")
-            quantize_static_int8(src, dst, images)
-        else:
-            quantize_dynamic_int8(src, dst)
-        os.replace(dst, src)
+        if name != "encoder":
+            quantize_dynamic_int8(tmp / f"{name}.onnx", tmp / f"{name}.int8.onnx")
+            os.replace(tmp / f"{name}.int8.onnx", tmp / f"{name}.onnx")
+    images = _calibration_images(cfg, calibration)
+    validation = validation_set(cfg)
+    log(f"calibrating the int8 encoder on {len(images)} photos"
+        + (f"; accuracy control on {len(validation.images)} validation photos (budget {max_drop} per-class F1)"
+           if validation is not None else "; no validation photos here, so its accuracy is not checked"))
+    with tempfile.TemporaryDirectory(dir=tmp.parent) as work:
+        judge = BundleJudge(tmp, validation, Path(work)) if validation is not None else None
+        report = quantize_encoder(tmp / "encoder.onnx", tmp / "encoder.int8.onnx", images, IMAGE_INPUT, judge,
+                                  max_drop, log)
+    os.replace(tmp / "encoder.int8.onnx", tmp / "encoder.onnx")
     for leftover in tmp.glob("*.data"):
         leftover.unlink()
+    return report
 
 
 def _calibration_images(cfg, calibration: str | Path | None) -> np.ndarray:

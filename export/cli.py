@@ -20,7 +20,10 @@ def main(
     tolerance: float = typer.Option(1e-4, help="Largest allowed |ONNX - PyTorch| on any graph output."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle directory."),
     precision: str = typer.Option("fp32", help="fp32, fp16 (float16 weights and arithmetic, float32 inputs and "
-                                  "outputs), or int8 (static QDQ encoder calibrated on photos, dynamic int8 decoder step)."),
+                                  "outputs), or int8 (static QDQ encoder by NNCF, calibrated on photos and accuracy-controlled on "
+                                  "the checkpoint's validation photos; dynamic int8 decoder step)."),
+    max_drop: float = typer.Option(0.01, help="int8: largest per-class F1 drop from fp32 allowed on the validation "
+                                   "photos; the most sensitive layers stay float until the bundle is within it."),
     calibration: Optional[Path] = typer.Option(None, help="int8: calibration photos (folder, files or list); "
                                                "default: a sample of 64 of the checkpoint's training images."),
     engine: Optional[str] = typer.Option(None, help="'tensorrt': also build TensorRT engines into the bundle "
@@ -40,7 +43,7 @@ def main(
 
     try:
         path, manifest, _ = export_bundle(checkpoint, out, opset=opset, tolerance=tolerance, force=force,
-                                          precision=precision, calibration=calibration, engine=engine,
+                                          precision=precision, calibration=calibration, engine=engine, max_drop=max_drop,
                                           engine_settings=EngineSettings(min_batch, opt_batch, max_batch,
                                                                          fp16=precision == "fp16"),
                                           log=lambda m: console.print(m, highlight=False, markup=False))

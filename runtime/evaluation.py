@@ -51,3 +51,13 @@ def evaluate_bundle(annotator: Annotator, data_dir: str | Path, split: str = "te
     predictions = label_sets_to_matrix([a.label_ids for a in annotations], len(ds.vocabulary))
     metrics = annotation_metrics(targets, predictions, np.concatenate(scores) if scores else None)
     return EvalResult(metrics, annotations, paths, seconds)
+
+
+def per_class_f1(annotator: Annotator, images: np.ndarray, targets: np.ndarray, batch_size: int = 16) -> float:
+    """Per-class F1 of ``annotator`` on preprocessed ``images`` ``[N, 3, S, S]`` against multi-hot ``targets``
+    ``[N, labels]``, with the bundle's own decoding or thresholds (the export's int8 accuracy check)."""
+    ids: list[tuple[int, ...]] = []
+    for i in range(0, len(images), batch_size):
+        ids.extend(a.label_ids for a in annotator.annotate_batch(images[i:i + batch_size]))
+    predictions = label_sets_to_matrix(ids, targets.shape[1])
+    return annotation_metrics(targets, predictions).per_class_f1

@@ -41,6 +41,42 @@ def test_int8_bundle_is_quantised_and_close_to_fp32(lowered, synth_data):
     assert int8.metrics.per_class_f1 > fp32.metrics.per_class_f1 - 0.1
 
 
+def test_int8_export_is_accuracy_controlled_on_the_validation_photos(lowered, bundles):
+    """The int8 export judges the whole int8 bundle on the checkpoint's own validation photos and keeps
+    the per-class F1 drop within the default budget (0.01), recording what it measured."""
+    from corel_annotate.export.int8_accuracy import validation_set
+    from corel_annotate.training.checkpoint import load_checkpoint
+
+    report = json.loads((lowered["int8"] / "manifest.json").read_text())["source"]["int8"]
+    cfg, _ = load_checkpoint(bundles["attention"][0])
+    assert report["method"] == "nncf accuracy control"
+    assert report["validation_images"] == cfg.data["val_images"] == len(validation_set(cfg).images)
+    assert report["max_drop"] == 0.01
+    assert report["int8_per_class_f1"] >= report["fp32_per_class_f1"] - 0.01
+
+
+def test_int8_validation_split_is_the_training_runs(bundles, synth_data):
+    """The photos the int8 check judges on are exactly the ones training held out (none it fitted on),
+    and there is no check when the training data is not on the machine."""
+    import dataclasses
+
+    from corel_annotate.export.int8_accuracy import validation_set
+    from corel_annotate.runtime.dataset import CorelDataset
+    from corel_annotate.runtime.preprocessing import PreprocessConfig, preprocess_file
+    from corel_annotate.training.checkpoint import load_checkpoint
+    from corel_annotate.training.trainer import validation_split
+
+    cfg, _ = load_checkpoint(bundles["attention"][0])
+    train = CorelDataset(synth_data).read("train")
+    val_idx, fit_idx = validation_split(len(train.samples), cfg.train.val_fraction, cfg.train.seed)
+    assert not set(val_idx) & set(fit_idx) and len(val_idx) + len(fit_idx) == len(train.samples)
+    validation = validation_set(cfg)
+    first = preprocess_file(train.samples[val_idx[0]].path, PreprocessConfig.from_dict(cfg.preprocess))
+    assert np.array_equal(validation.images[0], first)
+    assert validation.targets.sum(axis=1).min() >= 1
+    assert validation_set(dataclasses.replace(cfg, data={**cfg.data, "dir": str(synth_data / "missing")})) is None
+
+
 def test_fp16_bundle_keeps_float32_interface(lowered, synth_data):
     model = onnx.load(str(lowered["fp16"] / "encoder.onnx"))
     assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer)

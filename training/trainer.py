@@ -120,6 +120,16 @@ class PreparedData:
         return [part for part in (paths[:cut], paths[cut:]) if part]
 
 
+def validation_split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out validation indices of ``train.json`` and the rest (both sorted), from the run's seed:
+    the export's int8 accuracy check re-derives the same photos from the checkpoint."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(n * val_fraction))
+    if val_fraction > 0 and n_val == 0:
+        n_val = 1
+    return np.sort(perm[:n_val]), np.sort(perm[n_val:])
+
+
 def prepare_data(data_dir: Path, seq_cfg: SequenceConfig, train_cfg: TrainConfig, log: Log) -> tuple[CorelDataset, PreparedData]:
     ds = CorelDataset(data_dir)
     train = ds.read("train", strict=train_cfg.strict_data)
@@ -132,11 +142,7 @@ def prepare_data(data_dir: Path, seq_cfg: SequenceConfig, train_cfg: TrainConfig
     vocab = ds.vocabulary
     ids = train.label_ids(vocab)
     n = len(ids)
-    perm = np.random.default_rng(train_cfg.seed).permutation(n)
-    n_val = int(round(n * train_cfg.val_fraction))
-    if train_cfg.val_fraction > 0 and n_val == 0:
-        n_val = 1
-    val_idx, fit_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    val_idx, fit_idx = validation_split(n, train_cfg.val_fraction, train_cfg.seed)
     rank = label_rank(seq_cfg.ordering, [ids[i] for i in fit_idx], len(vocab))
     extra_info: dict = {}
     if train_cfg.augmented_dir:
