@@ -6,19 +6,37 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := demo-out
 
-.PHONY: setup test demo clean
+WEB := runtime/web
+ORT_DIST := $(WEB)/node_modules/onnxruntime-web/dist
+ORT_FILES := ort.min.mjs ort-wasm-simd-threaded.jsep.mjs ort-wasm-simd-threaded.jsep.wasm ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm
+WEB_STAMP := $(WEB)/vendor/.installed
+
+.PHONY: setup test demo clean web browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[train,dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+# onnxruntime-web from npm (pinned by runtime/web/package-lock.json), copied where corel-web and the wheel find it.
+$(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json
+	npm ci --prefix $(WEB) --ignore-scripts --no-audit --no-fund --loglevel=error
+	mkdir -p $(WEB)/vendor
+	cd $(ORT_DIST) && cp $(ORT_FILES) $(CURDIR)/$(WEB)/vendor/
+	touch $(WEB_STAMP)
 
-test: $(STAMP)
+web: $(WEB_STAMP)
+
+# A real Chromium for the browser tests: Debian's package (Playwright's own download cannot work here).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+setup: $(STAMP) $(WEB_STAMP)
+
+test: $(STAMP) $(WEB_STAMP) browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
-demo: $(STAMP)
+demo: $(STAMP) $(WEB_STAMP)
 	$(BIN)/corel-synth $(DEMO)/data --images 600 --labels 12 --seed 0 --quiet
 	$(BIN)/corel-train --data $(DEMO)/data --method attention --epochs 15 --cache-dir $(DEMO)/cache --out $(DEMO)/attention.ckpt
 	$(BIN)/corel-train --data $(DEMO)/data --method ml-gcn --loss asl --epochs 15 --cache-dir $(DEMO)/cache --out $(DEMO)/ml-gcn.ckpt
@@ -28,6 +46,7 @@ demo: $(STAMP)
 	$(BIN)/corel-infer $(DEMO)/data/test.json --model $(DEMO)/ml-gcn.bundle -o $(DEMO)/ml-gcn.jsonl --overwrite
 	$(BIN)/corel-eval --model $(DEMO)/attention.bundle --data $(DEMO)/data
 	$(BIN)/corel-eval --model $(DEMO)/ml-gcn.bundle --data $(DEMO)/data
+	@echo "browser: $(BIN)/corel-web --model $(DEMO)/attention.bundle  (then open http://127.0.0.1:8080/)"
 	@echo "outputs: checkpoints $(DEMO)/*.ckpt, bundles $(DEMO)/*.bundle, annotations $(DEMO)/*.jsonl, attention maps $(DEMO)/attention-maps/"
 
 clean:

@@ -365,10 +365,43 @@ def subset_cmd(
                   highlight=False, markup=False)
 
 
+@app.command("browser")
+def browser_cmd(
+    model: list[Path] = typer.Option(..., "--model", "-m", help="Bundle directory (repeat for several)."),
+    data: Path = typer.Option(..., help="Corel-layout directory whose split's photos are timed and compared."),
+    split: str = typer.Option("test", help="Which split: DATA/SPLIT.json."),
+    threads: str = typer.Option("1,2", help="Comma-separated thread counts (WebAssembly threads and onnxruntime's)."),
+    repeats: int = typer.Option(30, help="Timed encoder runs per row."),
+    timing_photos: int = typer.Option(30, help="Photos timed one by one, file to labels."),
+    limit: Optional[int] = typer.Option(None, help="Photos compared for parity (default: the whole split)."),
+    out_dir: Path = typer.Option(Path("bench-out/browser"), help="Where browser.json and browser.md go."),
+    screenshot: Optional[Path] = typer.Option(None, help="Also save a screenshot of the page annotating 8 photos "
+                                              "with the first bundle (a label clicked: its heat map)."),
+) -> None:
+    """The browser runtime in Debian's Chromium (onnxruntime-web, WebAssembly) beside the native runtime at the
+    same thread counts: page ready time, encoder and photo-to-labels latency, and label parity with Python.
+
+    Exit codes: 0 done, 2 bad input or no chromium."""
+
+    from .accuracy import write_tables
+    from .browser import markdown, run_browser
+
+    log = lambda m: console.print(m, highlight=False, markup=False)
+    try:
+        result = run_browser(model, data, split, _ints(threads), repeats, timing_photos, limit, _command("browser"), log,
+                             screenshot)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2)
+    for path in write_tables(result.to_dict(), out_dir, "browser", result.command,
+                             lambda d, _c: markdown(result)):
+        log(f"wrote {path}")
+
+
 @app.callback()
 def main() -> None:
     """Benchmarks of corel-annotate: `corel-bench latency` measures speed side by side, `corel-bench accuracy`
-    trains and scores every method on real photos, `corel-bench augmentation` measures what ML-WGAN images add."""
+    trains and scores every method on real photos, `corel-bench augmentation` measures what ML-WGAN images add, `corel-bench browser` runs bundles in Chromium."""
 
 
 if __name__ == "__main__":

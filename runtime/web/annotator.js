@@ -1,0 +1,169 @@
+// A bundle in the browser: verified graphs in onnxruntime-web sessions, driven from the manifest alone.
+import { loadBundle } from "./bundle.js";
+import { decode } from "./decoding.js";
+import { preprocessBlob } from "./preprocess.js";
+
+const ARRAYS = { float32: Float32Array, int64: BigInt64Array, int32: Int32Array, float16: Uint16Array };
+
+function tensorOf(ort, dtype, data, dims) {
+  if (dtype === "int64" && !(data instanceof BigInt64Array)) data = BigInt64Array.from(data, (v) => BigInt(v));
+  return new ort.Tensor(dtype, data, dims);
+}
+
+/** Recurrent rows [R, ...] and per-image constants [B, ...], gathered by each row's image. */
+class DecoderState {
+  constructor(rows, image, constants) {
+    this.rows = rows;       // name -> {data, dims, dtype}
+    this.image = image;     // Int32Array: the image of each row
+    this.constants = constants;
+  }
+  get numRows() { return this.image.length; }
+  static gather(t, index) {
+    const per = t.dims.slice(1).reduce((x, y) => x * y, 1);
+    const data = new t.data.constructor(index.length * per);
+    index.forEach((src, i) => data.set(t.data.subarray(src * per, (src + 1) * per), i * per));
+    return { data, dims: [index.length, ...t.dims.slice(1)], dtype: t.dtype };
+  }
+  select(index) {
+    const rows = {};
+    for (const [k, v] of Object.entries(this.rows)) rows[k] = DecoderState.gather(v, index);
+    return new DecoderState(rows, Int32Array.from(index, (i) => this.image[i]), this.constants);
+  }
+  inputs() {
+    const out = { ...this.rows };
+    const identity = this.image.length === (Object.values(this.constants)[0]?.dims[0] ?? -1) && this.image.every((v, i) => v === i);
+    for (const [k, v] of Object.entries(this.constants)) out[k] = identity ? v : DecoderState.gather(v, Array.from(this.image));
+    return out;
+  }
+}
+
+function sigmoid(x) {
+  return Math.fround(x >= 0 ? 1 / (1 + Math.exp(-x)) : Math.exp(x) / (1 + Math.exp(x)));
+}
+
+export class Annotator {
+  constructor(ort, bundle, sessions, backend) {
+    this.ort = ort;
+    this.manifest = bundle.manifest;
+    this.url = bundle.url;
+    this.sessions = sessions;
+    this.backend = backend;
+    this.vocabulary = bundle.manifest.vocabulary;
+  }
+
+  /** Load and verify the bundle at ``url`` and create its sessions (WebGPU first when asked and available). */
+  static async load(ort, url, { schemaUrl = "/schema/bundle.schema.json", backends = ["wasm"] } = {}) {
+    const bundle = await loadBundle(url, schemaUrl);
+    let lastError;
+    for (const backend of backends) {
+      if (backend === "webgpu" && !("gpu" in navigator)) continue;
+      try {
+        const sessions = {};
+        for (const [name, bytes] of Object.entries(bundle.graphs)) {
+          sessions[name] = await ort.InferenceSession.create(bytes, { executionProviders: [backend], graphOptimizationLevel: "all" });
+        }
+        return new Annotator(ort, bundle, sessions, backend === "wasm" ? `wasm (${ort.env.wasm.numThreads || 1} threads)` : backend);
+      } catch (e) {
+        lastError = e;
+      }
+    }
+    throw new Error(`${url}: cannot create sessions (${lastError?.message || lastError || "no backend"})`);
+  }
+
+  get kind() { return this.manifest.kind; }
+  get hasAttention() { return !!(this.manifest.sequence && this.manifest.sequence.attention_output); }
+
+  async preprocess(blob, name) {
+    return preprocessBlob(blob, name, this.manifest.preprocess);
+  }
+
+  graphSpec(name, io, tensor) {
+    return this.manifest.graphs[name][io].find((t) => t.name === tensor);
+  }
+
+  async encode(batch, count) {
+    const S = this.manifest.preprocess.image_size;
+    const feeds = { [this.manifest.image_input]: new this.ort.Tensor("float32", batch, [count, 3, S, S]) };
+    const result = await this.sessions.encoder.run(feeds);
+    const out = {};
+    for (const [k, v] of Object.entries(result)) out[k] = { data: v.data, dims: v.dims.slice(), dtype: v.type };
+    return out;
+  }
+
+  async scores(batch, count) {
+    const enc = await this.encode(batch, count);
+    const logits = enc[this.manifest.scoring.logits_output].data;
+    return Float32Array.from(logits, sigmoid);
+  }
+
+  labelsFromScores(probs, count, { topK = null, threshold = null } = {}) {
+    const sc = this.manifest.scoring, V = this.vocabulary.length;
+    const k = topK ?? sc.top_k;
+    const out = [];
+    for (let i = 0; i < count; i++) {
+      const row = probs.subarray(i * V, (i + 1) * V);
+      const byScore = (a, b) => (row[b] - row[a]) || (a - b);
+      let ids = [];
+      for (let j = 0; j < V; j++) if (row[j] >= Math.fround(threshold ?? sc.thresholds[j])) ids.push(j);
+      ids.sort(byScore);
+      if (k) ids = ids.slice(0, k);
+      if (ids.length < sc.min_labels) ids = [...Array(V).keys()].sort(byScore).slice(0, sc.min_labels);
+      out.push({ labels: ids.map((j) => this.vocabulary[j]), label_ids: ids, scores: ids.map((j) => row[j]), attention: [] });
+    }
+    return out;
+  }
+
+  decodingConfig(overrides = {}) {
+    const d = { ...this.manifest.sequence.decoding };
+    for (const [k, v] of Object.entries(overrides)) if (v !== undefined && v !== null) d[k] = v;
+    return d;
+  }
+
+  startState(encoded) {
+    const seq = this.manifest.sequence;
+    const rows = {}, constants = {};
+    for (const name of Object.values(seq.state)) rows[name] = encoded[name];
+    for (const name of seq.constants) constants[name] = encoded[name];
+    const batch = (Object.values(rows)[0] || Object.values(constants)[0]).dims[0];
+    return new DecoderState(rows, Int32Array.from({ length: batch }, (_, i) => i), constants);
+  }
+
+  async step(tokens, state) {
+    const seq = this.manifest.sequence;
+    const feeds = { [seq.token_input]: tensorOf(this.ort, "int64", tokens, [tokens.length]) };
+    for (const [name, t] of Object.entries(state.inputs())) feeds[name] = tensorOf(this.ort, t.dtype, t.data, t.dims);
+    const result = await this.sessions.decoder_step.run(feeds);
+    const rows = {};
+    for (const [out, target] of Object.entries(seq.state)) {
+      const r = result[out];
+      rows[target] = { data: r.data, dims: r.dims.slice(), dtype: r.type };
+    }
+    const alpha = seq.attention_output ? result[seq.attention_output] : null;
+    return {
+      logp: result[seq.log_probs_output].data,
+      state: new DecoderState(rows, state.image, state.constants),
+      alpha: alpha ? alpha.data : null,
+      positions: alpha ? alpha.dims[1] : 0,
+    };
+  }
+
+  /** Annotate preprocessed images (Float32Array of count x [3, S, S]). */
+  async annotateBatch(batch, count, { beamWidth = null, topK = null, threshold = null } = {}) {
+    if (this.kind === "scores") return this.labelsFromScores(await this.scores(batch, count), count, { topK, threshold });
+    const encoded = await this.encode(batch, count);
+    const config = this.decodingConfig({ beam_width: beamWidth });
+    const results = await decode((t, s) => this.step(t, s), this.startState(encoded), config, this.vocabulary.length, `${this.url}decoder_step`);
+    return results.map((r) => ({
+      labels: r.labels.map((j) => this.vocabulary[j]), label_ids: r.labels, scores: r.scores,
+      attention: r.alphas.slice(0, r.labels.length).map((a) => Array.from(a)),
+    }));
+  }
+
+  /** One photo file to its annotation, with the time it took. Errors name the photo. */
+  async annotateBlob(blob, name, options = {}) {
+    const started = performance.now();
+    const tensor = await this.preprocess(blob, name);
+    const [annotation] = await this.annotateBatch(tensor, 1, options);
+    return { name, ...annotation, ms: performance.now() - started };
+  }
+}
