@@ -53,6 +53,8 @@ class ParityRow:
     max_score_diff: float
     full_scale_images: int
     max_score_diff_full_scale: float
+    scores_within_1e3: float = 0.0
+    """Share of all photos whose label lists are equal and every score is within 1e-3."""
 
 
 def draft_scaled(path: Path, preprocess) -> bool:
@@ -122,7 +124,7 @@ def parity(page, bundle: Path, photos: list[Path], root: Path, progress: Callabl
     rows = []
     for beam in (PARITY_BEAMS if annotator.kind == "sequence" else (None,)):
         options = {"beam_width": beam} if beam else {}
-        same, worst, worst_full = 0, 0.0, 0.0
+        same, worst, worst_full, close = 0, 0.0, 0.0, 0
         for p in photos:
             want = annotator.annotate([p], **options)[0]
             got = page.evaluate("([u, b]) => window.corel.annotateUrl(u, {beamWidth: b})",
@@ -133,9 +135,10 @@ def parity(page, bundle: Path, photos: list[Path], root: Path, progress: Callabl
                     diff = float(np.max(np.abs(np.asarray(got["scores"]) - np.asarray(want.scores))))
                     worst = max(worst, diff)
                     worst_full = worst_full if p in drafted else max(worst_full, diff)
+                    close += diff <= 1e-3
         name = "thresholds" if beam is None else ("greedy" if beam == 1 else f"beam {beam}")
         rows.append(ParityRow(bundle.name, name, len(photos), same / len(photos), worst, len(photos) - len(drafted),
-                              worst_full))
+                              worst_full, close / len(photos)))
         progress(f"  parity {bundle.name} {name}: {same}/{len(photos)} label lists equal, max score diff {worst:.2e} "
                  f"({worst_full:.2e} on the {len(photos) - len(drafted)} photos decoded at full scale)")
     return rows
@@ -224,7 +227,8 @@ def markdown(result: BrowserResult) -> str:
                      f"{r.encoder_p90:.2f}) | {ratio} | {r.end_to_end_ms:.2f} | {e2e_ratio} |")
     if result.parity:
         lines += ["", "| bundle | decoding | photos | equal label lists | max score diff | photos at full scale | "
-                  "max score diff there |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+                  "max score diff there | scores within 1e-3 |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
         lines += [f"| {p.bundle} | {p.decoding} | {p.images} | {p.equal_label_sets:.2%} | {p.max_score_diff:.1e} | "
-                  f"{p.full_scale_images} | {p.max_score_diff_full_scale:.1e} |" for p in result.parity]
+                  f"{p.full_scale_images} | {p.max_score_diff_full_scale:.1e} | {p.scores_within_1e3:.2%} |"
+                  for p in result.parity]
     return "\n".join(lines) + "\n"

@@ -92,6 +92,28 @@ def matmul_peak(threads: int = 0, size: int = 1024, seconds: float = 2.0) -> dic
                 config["INFERENCE_NUM_THREADS"] = threads
             request = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU", config).create_infer_request()
             out["bf16_peak_gflops"] = best(lambda: request.infer({"a": a, "b": b}))
+        # the int8 peak, for int8 rows: a QDQ MatMul (int8 activations and weights) that OpenVINO runs in int8
+        request = core.compile_model(core.read_model(_int8_matmul(size).SerializeToString(), b""), "CPU",
+                                     {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+                                      **({"INFERENCE_NUM_THREADS": threads} if threads else {})}).create_infer_request()
+        out["int8_peak_gops"] = best(lambda: request.infer({"a": a}))
     except ImportError:
         pass
     return out
+
+
+def _int8_matmul(size: int):
+    """``DQ(Q(a)) @ DQ(b_int8)``: the pattern OpenVINO (and onnxruntime) fuse into an int8 matrix multiply."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    b = np.random.default_rng(1).integers(-127, 128, (size, size), dtype=np.int8)
+    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "sa"), numpy_helper.from_array(np.array(0, np.uint8), "za"),
+             numpy_helper.from_array(b, "bq"), numpy_helper.from_array(np.array(0.01, np.float32), "sb"),
+             numpy_helper.from_array(np.array(0, np.int8), "zb")]
+    nodes = [helper.make_node("QuantizeLinear", ["a", "sa", "za"], ["aq"]),
+             helper.make_node("DequantizeLinear", ["aq", "sa", "za"], ["ad"]),
+             helper.make_node("DequantizeLinear", ["bq", "sb", "zb"], ["bd"]),
+             helper.make_node("MatMul", ["ad", "bd"], ["c"])]
+    graph = helper.make_graph(nodes, "mm8", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [size, size])],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [size, size])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)

@@ -20,7 +20,9 @@ def markdown(result: dict) -> str:
         f"PyTorch threads {result['torch_threads']}.",
         f"Encoder: {result['encoder_gflops']:.3f} GFLOP per image. Measured float32 matmul peak: "
         f"{hw['peak_gflops']:.1f} GFLOP/s (numpy {hw['numpy_gflops']:.1f}, onnxruntime {hw['onnxruntime_gflops']:.1f})"
-        + (f"; bfloat16 (OpenVINO, for the bf16 rows' %): {hw['bf16_peak_gflops']:.1f} GFLOP/s." if "bf16_peak_gflops" in hw
+        + (f"; bfloat16 (OpenVINO, for the bf16 rows' %): {hw['bf16_peak_gflops']:.1f} GFLOP/s" if "bf16_peak_gflops" in hw
+           else "")
+        + (f"; int8 (OpenVINO QDQ MatMul, for the openvino-int8 rows' %): {hw['int8_peak_gops']:.1f} GOP/s." if "int8_peak_gops" in hw
            else "."),
         "",
         "| variant | batch | encoder ms/img | encoder GFLOP/s (% of peak) | decoder step ms | greedy ms/img | beam 3 ms/img | beam 10 ms/img |",
@@ -32,7 +34,11 @@ def markdown(result: dict) -> str:
             continue
         enc = row["encoder_ms"]
         rate = result["encoder_gflops"] / (enc["median"] / 1000.0)
-        peak = hw.get("bf16_peak_gflops", hw["peak_gflops"]) if row["variant"].endswith("bf16") else hw["peak_gflops"]
+        peak = hw["peak_gflops"]
+        if row["variant"].endswith("bf16"):
+            peak = hw.get("bf16_peak_gflops", peak)
+        elif row["variant"] == "openvino-int8":
+            peak = hw.get("int8_peak_gops", peak)
         e2e = row["end_to_end_ms"]
         lines.append(f"| {row['variant']} | {row['batch']} | {_fmt(enc)} | {rate:.1f} ({100 * rate / peak:.0f}%) "
                      f"| {_fmt(row.get('step_ms'), 3)} | {_fmt(e2e.get('greedy'))} | {_fmt(e2e.get('beam3'))} "

@@ -1,6 +1,7 @@
 """``corel-web``: annotate photos in the browser with a bundle, on a page served from this machine."""
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Optional
@@ -26,7 +27,7 @@ def main(
     drop on it, in the browser, with onnxruntime-web: labels and scores, per-label attention heat maps for
     attention bundles, the latency and backend of each photo. Binds 127.0.0.1 only; nothing is uploaded.
 
-    Exit codes: 0 stopped with Ctrl-C, 2 bad bundle, missing onnxruntime-web or port in use.
+    Exit codes: 0 stopped (Ctrl-C or SIGTERM), 2 bad bundle, missing onnxruntime-web or port in use.
     """
     from .manifest import load_manifest
     from .web_server import PageConfig, WebServer
@@ -37,6 +38,10 @@ def main(
     except (ValueError, OSError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2)
+    def stop(_signum, _frame) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # a service manager's stop ends it like Ctrl-C
     with server:
         console.print(f"serving {model} ({manifest.method}, {manifest.kind}, {manifest.precision}) at {server.url} "
                       "(Ctrl-C stops)", highlight=False)
