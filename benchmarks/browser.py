@@ -90,10 +90,16 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def _page(browser, server: WebServer, threads: int):
-    page = browser.new_page()
-    page.goto(f"{server.url}?threads={threads}&backend=wasm")
+def open_page(browser, server: WebServer, query: str = "?backend=wasm", **page_options):
+    """A new tab on the served page, returned once it has loaded the bundle or refused it."""
+    page = browser.new_page(**page_options)
+    page.goto(server.url + query)
     page.wait_for_function("document.getElementById('status').className !== 'busy'", timeout=180_000)
+    return page
+
+
+def _page(browser, server: WebServer, threads: int):
+    page = open_page(browser, server, f"?threads={threads}&backend=wasm")
     if page.get_attribute("#status", "class") != "ready":
         raise ValueError(f"the page did not load the bundle: {page.inner_text('#status')}")
     return page
@@ -148,9 +154,7 @@ def screenshot(browser, bundle: Path, photos: list[Path], root: Path, out: Path)
     """The page after annotating ``photos`` through its file input, the first label of the first photo
     clicked (its attention heat map, for attention bundles)."""
     with WebServer(bundle, photos=root) as server:
-        page = browser.new_page(viewport={"width": 1300, "height": 900})
-        page.goto(f"{server.url}?backend=wasm")
-        page.wait_for_function("document.getElementById('status').className !== 'busy'", timeout=180_000)
+        page = open_page(browser, server, viewport={"width": 1300, "height": 900})
         page.set_input_files("#files", [str(p) for p in photos])
         page.wait_for_function(f"document.querySelectorAll('.card .labels, .card .error').length >= {len(photos)}",
                                timeout=180_000)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import asdict, dataclass
-from functools import partial
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -108,7 +107,7 @@ class WebServer:
             routes["/photos/"] = Path(photos).resolve()
         handler = type("Handler", (_Handler,), {"routes": routes,
                                                 "config": json.dumps(asdict(config or PageConfig())).encode()})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), partial(handler))
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
+from corel_annotate.benchmarks.browser import open_page
 from corel_annotate.runtime.annotator import Annotator
 from corel_annotate.runtime.dataset import CorelDataset
 from corel_annotate.runtime.manifest import BundleManifest, load_manifest
@@ -69,19 +70,12 @@ def photos(synth_data, tmp_path_factory) -> Path:
     return out
 
 
-def _open(browser, server: WebServer, query: str = "?threads=2&backend=wasm"):
-    page = browser.new_page()
-    page.goto(server.url + query)
-    page.wait_for_function("document.getElementById('status').className !== 'busy'", timeout=120_000)
-    return page
-
-
 @pytest.fixture(scope="module")
 def pages(browser, bundles, photos):
     """A served page per bundle: attention (sequence, with attention maps) and ml-gcn (scores)."""
     servers = {m: WebServer(bundles[m][1], photos=photos).start() for m in ("attention", "ml-gcn")}
     try:
-        yield {m: _open(browser, s) for m, s in servers.items()}
+        yield {m: open_page(browser, s, "?threads=2&backend=wasm") for m, s in servers.items()}
     finally:
         for s in servers.values():
             s.stop()
@@ -181,7 +175,7 @@ def test_tampered_bundles_are_refused_in_the_page(browser, bundles, photos, tmp_
                 version: "manifest.format_version: must be 2"}
     for bundle, message in expected.items():
         with WebServer(bundle, photos=photos) as server:
-            page = _open(browser, server)
+            page = open_page(browser, server)
             assert page.get_attribute("#status", "class") == "error"
             assert message in page.inner_text("#status"), page.inner_text("#status")
             page.close()

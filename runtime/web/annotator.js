@@ -3,8 +3,6 @@ import { loadBundle } from "./bundle.js";
 import { decode } from "./decoding.js";
 import { preprocessBlob } from "./preprocess.js";
 
-const ARRAYS = { float32: Float32Array, int64: BigInt64Array, int32: Int32Array, float16: Uint16Array };
-
 function tensorOf(ort, dtype, data, dims) {
   if (dtype === "int64" && !(data instanceof BigInt64Array)) data = BigInt64Array.from(data, (v) => BigInt(v));
   return new ort.Tensor(dtype, data, dims);
@@ -75,10 +73,6 @@ export class Annotator {
 
   async preprocess(blob, name) {
     return preprocessBlob(blob, name, this.manifest.preprocess);
-  }
-
-  graphSpec(name, io, tensor) {
-    return this.manifest.graphs[name][io].find((t) => t.name === tensor);
   }
 
   async encode(batch, count) {
