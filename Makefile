@@ -15,7 +15,7 @@ WEB_STAMP := $(WEB)/vendor/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[train,dev]'
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[train,dev,serve,ray]'
 	touch $(STAMP)
 
 # onnxruntime-web from npm (pinned by runtime/web/package-lock.json), copied where corel-web and the wheel find it.
@@ -47,6 +47,7 @@ demo: $(STAMP) $(WEB_STAMP)
 	$(BIN)/corel-eval --model $(DEMO)/attention.bundle --data $(DEMO)/data
 	$(BIN)/corel-eval --model $(DEMO)/ml-gcn.bundle --data $(DEMO)/data
 	@echo "browser: $(BIN)/corel-web --model $(DEMO)/attention.bundle  (then open http://127.0.0.1:8080/)"
+	@echo "server:  $(BIN)/corel-serve --model $(DEMO)/attention.bundle  (then $(BIN)/corel-infer PHOTOS --server http://127.0.0.1:8000 --model attention)"
 	@echo "outputs: checkpoints $(DEMO)/*.ckpt, bundles $(DEMO)/*.bundle, annotations $(DEMO)/*.jsonl, attention maps $(DEMO)/attention-maps/"
 
 clean:

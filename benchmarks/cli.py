@@ -398,10 +398,79 @@ def browser_cmd(
         log(f"wrote {path}")
 
 
+@app.command("serve")
+def serve_cmd(
+    model: Path = typer.Option(..., "--model", "-m", help="Bundle directory to serve."),
+    data: Path = typer.Option(..., help="Corel-layout directory whose split's photos are sent."),
+    split: str = typer.Option("test", help="Which split: DATA/SPLIT.json."),
+    clients: str = typer.Option("1,4,16,64", help="Comma-separated numbers of concurrent closed-loop clients."),
+    requests: int = typer.Option(25, help="Requests per client per row."),
+    mixed: int = typer.Option(1000, help="Requests of the mixed good/bad run (0: skip)."),
+    soak_seconds: float = typer.Option(0, help="Soak at --soak-clients for this long, sampling the server's memory "
+                                       "(0: skip; the issue's soak is 600)."),
+    soak_clients: int = typer.Option(16, help="Clients during the soak."),
+    max_image_bytes: int = typer.Option(8_000_000, help="The server's per-photo byte limit (the mixed run's "
+                                        "oversized bodies exceed it)."),
+    server_args: str = typer.Option("", help="More corel-serve options, space-separated."),
+    out_dir: Path = typer.Option(Path("bench-out/serve"), help="Where serve.json and serve.md go."),
+    stem: str = typer.Option("serve", help="File name stem of the results."),
+) -> None:
+    """corel-serve under closed-loop load from 1..N concurrent clients beside in-process corel-infer on the same
+    photos: throughput, p50/p95/p99, server batch sizes, CPU share, correctness; a mixed good/bad run; a soak.
+
+    Exit codes: 0 done, 2 bad input or a server that would not start."""
+    from .accuracy import write_tables
+    from .serve import markdown, run_serve
+
+    log = lambda m: console.print(m, highlight=False, markup=False)  # noqa: E731
+    extra = ["--max-image-bytes", str(max_image_bytes), *shlex.split(server_args)]
+    try:
+        result = run_serve(model, data, split, _ints(clients), requests, mixed, soak_seconds, soak_clients, extra,
+                           _command("serve"), log)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2)
+    for path in write_tables(result.to_dict(), out_dir, stem, result.command, markdown):
+        log(f"wrote {path}")
+
+
+@app.command("ray")
+def ray_cmd(
+    model: Path = typer.Option(Path("bench-out/scenes/attention.bundle"), "--model", "-m", help="Bundle directory."),
+    data: Path = typer.Option(Path("../shared/datasets/miml-scenes"), help="Corel-layout directory: every photo "
+                              "in DATA/images is annotated."),
+    images: Optional[int] = typer.Option(None, help="Only the first N photos (default: all)."),
+    workers: str = typer.Option("1,2", help="Comma-separated --workers values for the --ray rows."),
+    rounds: int = typer.Option(2, help="Rounds; each runs every configuration in turn (alternating order)."),
+    batch_size: int = typer.Option(8, help="corel-infer's --batch-size for every row."),
+    kill: bool = typer.Option(True, "--kill/--no-kill", help="Also run --ray with the most workers and SIGKILL "
+                              "one actor a quarter of the way through: every photo must get exactly one record."),
+    out_dir: Path = typer.Option(Path("benchmarks/results"), help="Where ray-scenes.json and .md go."),
+    scratch: Path = typer.Option(Path("bench-out/ray"), help="The runs' record files and photo list."),
+    stem: str = typer.Option("ray-scenes", help="File name stem of the results."),
+) -> None:
+    """Images per second of local corel-infer against corel-infer --ray with each --workers value on the same
+    cores, Ray's start-up cost, whether the --ray records equal the local ones, and a worker killed mid-run.
+
+    Exit codes: 0 done, 2 bad input."""
+    from .accuracy import write_tables
+    from .ray_bench import markdown, run_ray_bench
+
+    log = lambda m: console.print(m, highlight=False, markup=False)
+    try:
+        result = run_ray_bench(model, data, images, _ints(workers), rounds, batch_size, scratch,
+                               _command("ray"), log, kill)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2)
+    for path in write_tables(result, out_dir, stem, result["command"], markdown):
+        log(f"wrote {path}")
+
+
 @app.callback()
 def main() -> None:
     """Benchmarks of corel-annotate: `corel-bench latency` measures speed side by side, `corel-bench accuracy`
-    trains and scores every method on real photos, `corel-bench augmentation` measures what ML-WGAN images add, `corel-bench browser` runs bundles in Chromium."""
+    trains and scores every method on real photos, `corel-bench augmentation` measures what ML-WGAN images add, `corel-bench browser` runs bundles in Chromium, `corel-bench serve` loads corel-serve."""
 
 
 if __name__ == "__main__":

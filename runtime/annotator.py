@@ -11,6 +11,7 @@ from PIL import Image
 from .decoder_state import DecoderState
 from .decoding import decode
 from .decoding_config import DecodingConfig
+from .infer_job import BundleFacts
 from .manifest import BundleManifest, load_manifest, safe_member
 from .preprocessing import load_image, preprocess, to_rgb
 from .scoring import check_options, select_labels, sigmoid
@@ -32,7 +33,7 @@ class Annotation:
         return {"labels": self.labels, "scores": [round(s, 6) for s in self.scores]}
 
 
-class Annotator:
+class Annotator(BundleFacts):
     """A loaded bundle: verified manifest, ONNX Runtime sessions, preprocessing and decoding.
 
     Everything comes from the manifest (graph roles, state map, constants, decoding rules,
@@ -55,7 +56,7 @@ class Annotator:
 
     @classmethod
     def load(cls, bundle: str | Path, device: str = "cpu", threads: int = 0, spinning: bool = False,
-             precision: str = "fp32") -> "Annotator":
+             precision: str = "fp32", pin_threads: bool = True) -> "Annotator":
         """Verify the bundle (sha256 of every file, paths inside the bundle, graph interfaces), then open sessions.
 
         ``device="tensorrt"`` runs the bundle's TensorRT engines when it has them, else onnxruntime's
@@ -64,6 +65,8 @@ class Annotator:
         spinning threads slow down the JPEG decoding and decoding loops that run between graph calls.
         ``device="openvino"`` compiles the graphs with OpenVINO at ``precision`` (``fp32`` or ``bf16``,
         always explicit); the other devices compute in the bundle's own precision (``fp32`` here).
+        ``pin_threads=False`` stops OpenVINO pinning its threads to cores: needed when several engine
+        processes share a machine (``--ray`` actors), which it would otherwise pin to the same cores.
         ``device="auto"``/``precision="auto"`` pick the fastest engine within the accuracy budget (the
         CLIs' default; see ``openvino_session.resolve_engine``); :attr:`engine` says which ran."""
         bundle = Path(bundle)
@@ -78,7 +81,7 @@ class Annotator:
         if device == "openvino":
             from .openvino_session import OpenVINOSession
 
-            sessions = {name: OpenVINOSession(safe_member(bundle, spec.file), spec, precision, threads)
+            sessions = {name: OpenVINOSession(safe_member(bundle, spec.file), spec, precision, threads, pin_threads)
                         for name, spec in manifest.graphs.items()}
         elif device == "tensorrt" and manifest.engines:
             from .tensorrt_engine import TensorRTSession
@@ -97,21 +100,6 @@ class Annotator:
             return f"onnxruntime-{self.device} {self.manifest.precision}"
         bundle = f" ({self.manifest.precision} bundle)" if self.manifest.precision != "fp32" else ""
         return f"openvino {self.precision}{bundle}"
-
-    @property
-    def kind(self) -> str:
-        """``scores`` or ``sequence``."""
-        return self.manifest.kind
-
-    @property
-    def method(self) -> str:
-        """The method that trained the bundle, for messages."""
-        return self.manifest.method
-
-    @property
-    def has_attention(self) -> bool:
-        """Whether decoding can return attention weights per step (``--attention-maps``)."""
-        return self.manifest.sequence is not None and self.manifest.sequence.attention_output is not None
 
     def preprocess(self, images: Sequence[ImageLike]) -> np.ndarray:
         """Images (paths, PIL images or HxWx3 uint8 arrays) to the encoder's ``[B, 3, S, S]`` input."""

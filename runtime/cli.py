@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from enum import Enum
 from pathlib import Path
@@ -11,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typer.core import TyperCommand
 
 from .preprocessing import MAX_PIXELS, display_path
 
@@ -59,7 +61,7 @@ def _fail(message: str) -> None:
 
 def _check_options(annotator, beam_width: int | None, top_k: int | None = None, threshold: float | None = None) -> None:
     """Refuse bad decoding options before any image is read (a ValueError, exit 2)."""
-    if annotator.manifest.is_sequence:
+    if annotator.kind == "sequence":
         annotator.decoding_config(beam_width)
     else:
         from .scoring import check_options
@@ -67,11 +69,35 @@ def _check_options(annotator, beam_width: int | None, top_k: int | None = None, 
         check_options(top_k, threshold)
 
 
-@infer_app.command()
+class _RayOptionCommand(TyperCommand):
+    """``corel-infer`` with ``--ray`` taking an optional value (typer has no optional-value options):
+    ``--ray`` followed by nothing, by another option or by something that is not a Ray address
+    (``ray://...``, ``HOST:PORT``, ``auto``, ``local``) means ``--ray=local``."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _ray_flag(list(args)))
+
+
+_RAY_ADDRESS = re.compile(r"^(auto|local|ray://\S+|[\w.\-]+:\d+)$")
+
+
+def _ray_flag(args: list[str]) -> list[str]:
+    out = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return out + args[i:]
+        nxt = args[i + 1] if i + 1 < len(args) else None
+        out.append("--ray=local" if arg == "--ray" and (nxt is None or not _RAY_ADDRESS.match(nxt)) else arg)
+    return out
+
+
+@infer_app.command(cls=_RayOptionCommand)
 def infer(
-    paths: List[Path] = typer.Argument(..., help="Image files, folders (searched recursively), .txt/.lst files "
-                                       "listing one image path per line, or a Corel split file (DIR/test.json)."),
-    model: Path = typer.Option(..., "--model", "-m", help="Bundle directory written by corel-export."),
+    paths: List[str] = typer.Argument(..., help="Image files, folders (searched recursively), .txt/.lst files "
+                                      "listing one image path per line, or a Corel split file (DIR/test.json). "
+                                      "With --ray also a URI Ray reads (file:///data/photos, s3://bucket/photos)."),
+    model: str = typer.Option(..., "--model", "-m", help="Bundle directory written by corel-export; with "
+                              "--server, the model's name on the server (corel-serve prints it)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write results here (default: standard output)."),
     fmt: Format = typer.Option(Format.jsonl, "--format", help="jsonl (one record per line), csv, or json (one array)."),
     batch_size: int = typer.Option(8, help="Images per encoder call."),
@@ -84,6 +110,15 @@ def infer(
     device: Device = typer.Option(Device.auto, help=DEVICE_HELP),
     precision: Precision = typer.Option(Precision.auto, help=PRECISION_HELP),
     threads: int = typer.Option(0, help="Engine threads (0: the engine's default)."),
+    server: Optional[str] = typer.Option(None, "--server", help="Annotate on a corel-serve (Triton) server at "
+                                         "this URL (http://HOST:8000 or grpc://HOST:8001) instead of in this "
+                                         "process; same records, --resume and error records."),
+    in_flight: int = typer.Option(4, help="--server: most requests in flight at once, each of --batch-size photos."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]",
+                                      help="Run on Ray Data: --ray alone starts a local Ray sized to this "
+                                      "machine, --ray ADDRESS (ray://HOST:10001, HOST:6379 or auto) joins a "
+                                      "cluster. Needs pip install 'corel-annotate[ray]'."),
+    workers: int = typer.Option(0, help="--ray: Annotator actors (0: one per CPU of the cluster)."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first image that cannot be read."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run: keep the records already in "
                                 "--output and annotate only the images without one."),
@@ -96,69 +131,86 @@ def infer(
     get an error record and the run goes on. Each record is written and flushed as it is produced, so
     a killed run loses nothing: rerun it with --resume. Exit codes: 0 every image annotated, 1 some
     images failed, 2 bad bundle or arguments."""
-    from .annotator import Annotator
     from .attention_maps import write_attention_maps
-    from .inputs import collect_paths, prefetch_batches
-    from .writers import ResultWriter, completed_images
+    from .infer_job import InferOptions, RecordOutput, local_records
 
+    if server is not None and ray is not None:
+        _fail("--server and --ray are two ways to run the job; choose one")
+    options = InferOptions(beam_width, top_k, threshold, attention_maps is not None, batch_size, max_pixels)
+    uris = [p for p in paths if "://" in p]
+    if uris and ray is None:
+        _fail(f"{uris[0]}: a URI input needs --ray (Ray reads it); give a local path otherwise")
+    files = _collect([p for p in paths if "://" not in p])
+    if not files and not uris:
+        _fail("no images found in " + ", ".join(map(str, paths)))
     try:
-        annotator = Annotator.load(model, device=device.value, threads=threads, precision=precision.value)
-        _check_options(annotator, beam_width, top_k, threshold)
+        out = RecordOutput(output, fmt.value, resume, overwrite)
     except ValueError as exc:
         _fail(str(exc))
-    if attention_maps is not None and not annotator.has_attention:
-        _fail(f"--attention-maps needs a bundle whose decoder gives attention weights; {model} ({annotator.method}) "
-              "has none")
-    files = collect_paths(paths)
-    if not files:
-        _fail("no images found in " + ", ".join(map(str, paths)))
-    done: set[str] = set()
-    append = False
-    if resume and output is None:
-        _fail("--resume needs --output FILE")
-    if output is not None and output.exists() and output.stat().st_size > 0:
-        if resume:
-            try:
-                done = completed_images(output, fmt.value)
-            except ValueError as exc:
-                _fail(str(exc))
-            append = True
-        elif not overwrite:
-            _fail(f"{output}: already exists; --resume continues it, --overwrite replaces it")
-    todo = [f for f in files if display_path(f) not in done]
-    if done:
-        console.print(f"resuming: {len(files) - len(todo)} of {len(files)} images already have a record",
-                      highlight=False, markup=False)
-    stream = open(output, "a" if append else "w", encoding="utf-8") if output else sys.stdout
-    writer = ResultWriter(stream, fmt.value, header=not append)
-    failures = 0
-    files = todo
-    options = {"beam_width": beam_width} if annotator.manifest.is_sequence else {"top_k": top_k, "threshold": threshold}
+    engine = ""
     try:
-        with _progress(len(files), progress and sys.stderr.isatty()) as bar:
-            task = bar.add_task("annotating", total=len(files))
-            for batch in prefetch_batches(files, annotator.preprocess_config, batch_size, max_pixels=max_pixels):
-                for path, reason in batch.failed:
-                    failures += 1
-                    writer.write({"image": display_path(path), "status": "error", "error": reason})
-                    if strict:
-                        console.print(f"[red]error:[/red] {escape(reason)}", highlight=False)
-                        raise typer.Exit(1)
-                if batch.array is not None:
-                    results = annotator.annotate_batch(batch.array, keep_alphas=attention_maps is not None, **options)
-                    for path, result in zip(batch.paths, results):
-                        writer.write({"image": display_path(path), "status": "ok", **result.to_dict()})
-                        if attention_maps is not None:
-                            write_attention_maps(path, result.labels, result.alphas, attention_maps)
-                bar.advance(task, len(batch.paths) + len(batch.failed))
+        if server is not None:
+            from .triton_client import TritonJob
+
+            job = TritonJob.connect(server, model, in_flight)
+        elif ray is not None:
+            from .ray_job import RayJob
+
+            job = RayJob.start(ray, Path(model), device.value, precision.value, workers)
+        else:
+            from .annotator import Annotator
+
+            job = Annotator.load(Path(model), device=device.value, threads=threads, precision=precision.value)
+        _check_job(job, beam_width, top_k, threshold, attention_maps, model)
+    except ValueError as exc:
+        out.close()
+        _fail(str(exc))
+    todo = out.todo(files)
+    if out.resumed:
+        console.print(f"resuming: {out.resumed} images already have a record", highlight=False, markup=False)
+    try:
+        with _progress(len(todo), progress and sys.stderr.isatty()) as bar:
+            task = bar.add_task("annotating", total=len(todo) or None)
+            if server is not None or ray is not None:
+                produced = job.records(todo, options, uris=uris, done=out.done) if ray is not None \
+                    else job.records(todo, options)
+            else:
+                produced = local_records(job, todo, options)
+            for item in produced:
+                if not out.write(item.record):
+                    continue
+                if item.failed and strict:
+                    console.print(f"[red]error:[/red] {escape(item.record['error'])}", highlight=False)
+                    raise typer.Exit(1)
+                if attention_maps is not None and item.alphas is not None:
+                    write_attention_maps(item.path, item.record["labels"], item.alphas, attention_maps)
+                bar.advance(task, 1)
+        engine = job.engine
+    except ValueError as exc:
+        _fail(str(exc))
     finally:
-        writer.close()
-        if output:
-            stream.close()
-    console.print(f"{len(files) - failures}/{len(files)} images annotated in this run ({annotator.engine})"
-                  + (f", {failures} failed" if failures else "") + (f"; results in {output}" if output else ""),
+        out.close()
+        if hasattr(job, "close"):
+            job.close()
+    console.print(f"{out.written - out.failures}/{out.written} images annotated in this run ({engine})"
+                  + (f", {out.failures} failed" if out.failures else "") + (f"; results in {output}" if output else ""),
                   highlight=False, markup=False)
-    raise typer.Exit(1 if failures else 0)
+    raise typer.Exit(1 if out.failures else 0)
+
+
+def _collect(paths: list[str]) -> list[Path]:
+    from .inputs import collect_paths
+
+    return collect_paths(paths)
+
+
+def _check_job(job, beam_width: int | None, top_k: int | None, threshold: float | None,
+               attention_maps: Path | None, model: str) -> None:
+    """Refuse options the job's bundle cannot honour before any image is read (ValueError, exit 2)."""
+    _check_options(job, beam_width, top_k, threshold)
+    if attention_maps is not None and not job.has_attention:
+        raise ValueError(f"--attention-maps needs a bundle whose decoder gives attention weights; {model} "
+                         f"({job.method}) has none")
 
 
 @eval_app.command()

@@ -56,7 +56,8 @@ def cpu_precisions() -> list[str]:
 class OpenVINOSession:
     """One graph compiled by OpenVINO for the CPU at an explicit precision."""
 
-    def __init__(self, path: Path, spec: GraphSpec, precision: str = "fp32", threads: int = 0) -> None:
+    def __init__(self, path: Path, spec: GraphSpec, precision: str = "fp32", threads: int = 0,
+                 pin_threads: bool = True) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"unknown engine precision {precision!r} for OpenVINO; choose {', '.join(PRECISIONS)}")
         core = _core()
@@ -65,6 +66,8 @@ class OpenVINOSession:
         config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY"}
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = threads
+        if not pin_threads:   # several engine processes on one machine: OpenVINO would pin them all to the same cores
+            config["ENABLE_CPU_PINNING"] = False
         try:
             model = core.read_model(str(path))
             self.compiled = core.compile_model(model, "CPU", config)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -80,6 +81,9 @@ MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 """Images with more pixels than this are refused before decoding (decompression-bomb guard)."""
 
 
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-f]+>")
+
+
 def display_path(path: str | Path) -> str:
     """A path as printable text, with undecodable bytes of non-UTF-8 names shown as escapes."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
@@ -95,6 +99,12 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS, min_size: int | N
     file, a truncated or corrupt one, a decompression bomb) raises ValueError with a one-line
     reason naming the file.
     """
+    return read_image(path, check_file(path), max_pixels, min_size)
+
+
+def check_file(path: str | Path) -> str:
+    """The printable name of a regular file that exists; ValueError with a one-line reason otherwise
+    (missing, a broken link, unreadable, a folder or special file)."""
     name = display_path(path)
     try:
         mode = os.stat(path).st_mode
@@ -104,7 +114,7 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS, min_size: int | N
         raise ValueError(f"{name}: cannot access file ({exc.strerror or exc})") from None
     if not stat.S_ISREG(mode):
         raise ValueError(f"{name}: not a regular file")
-    return read_image(path, name, max_pixels, min_size)
+    return name
 
 
 def read_image(source: str | Path | BinaryIO, name: str, max_pixels: int = MAX_PIXELS,
@@ -132,6 +142,7 @@ def read_image(source: str | Path | BinaryIO, name: str, max_pixels: int = MAX_P
         raise ValueError(f"{name}: cannot read image ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - PIL's decoders raise many types on corrupt files
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        detail = _OBJECT_REPR.sub("", detail)   # PIL names an in-memory file by its repr
         raise ValueError(f"{name}: cannot read image ({detail})") from None
 
 

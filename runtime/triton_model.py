@@ -1,0 +1,176 @@
+"""A bundle as a Triton model: the one declaration of its inputs and outputs, and the function
+that serves a dynamic batch of requests (photos as encoded bytes, per-request decoding options).
+
+The declaration is read by both sides: ``corel-serve`` binds it, the ``--server`` client reads the
+model's metadata (``/v2/models/NAME``) and knows from the inputs declared whether it is a sequence
+bundle (``beam_width``) or a scores one (``top_k``, ``threshold``), and from the outputs whether
+attention maps can be asked for.  Everything here is numpy and the runtime; no Triton import."""
+from __future__ import annotations
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .annotator import Annotator
+from .preprocessing import MAX_PIXELS, preprocess, read_image
+
+MAX_IMAGE_BYTES = 32 * 1024 * 1024
+"""Encoded photos larger than this are refused per image (a camera JPEG is 3-12 MB)."""
+
+
+@dataclass(frozen=True)
+class TensorDecl:
+    """One input or output of the served model: name, numpy dtype, shape without the batch axis."""
+
+    name: str
+    dtype: Any
+    shape: tuple[int, ...]
+    optional: bool = False
+
+
+IMAGE = TensorDecl("image", np.bytes_, (1,))
+BEAM_WIDTH = TensorDecl("beam_width", np.int32, (1,), optional=True)
+TOP_K = TensorDecl("top_k", np.int32, (1,), optional=True)
+THRESHOLD = TensorDecl("threshold", np.float32, (1,), optional=True)
+LABELS = TensorDecl("labels", np.bytes_, (-1,))
+SCORES = TensorDecl("scores", np.float32, (-1,))
+ERROR = TensorDecl("error", np.bytes_, (1,))
+ATTENTION = TensorDecl("attention", np.float32, (-1, -1))
+
+
+def model_inputs(is_sequence: bool) -> list[TensorDecl]:
+    """Inputs: one encoded photo per batch row, then the options this kind of bundle takes."""
+    return [IMAGE, BEAM_WIDTH] if is_sequence else [IMAGE, TOP_K, THRESHOLD]
+
+
+def model_outputs(has_attention: bool) -> list[TensorDecl]:
+    """Outputs per row: labels (padded with empty strings), their scores (padded with 0), a one-line
+    error (empty when the photo was annotated) and, when asked for, attention ``[labels, cells]``."""
+    return [LABELS, SCORES, ERROR] + ([ATTENTION] if has_attention else [])
+
+
+def _option(request, decl: TensorDecl) -> Optional[float]:
+    value = request.data.get(decl.name) if hasattr(request, "data") else request.get(decl.name)
+    if value is None:
+        return None
+    flat = np.asarray(value).reshape(-1)
+    return flat[0].item() if flat.size else None
+
+
+@dataclass
+class _Row:
+    request: int
+    array: Optional[np.ndarray] = None
+    error: str = ""
+    labels: Sequence[str] = ()
+    scores: Sequence[float] = ()
+    alphas: Sequence[np.ndarray] = ()
+
+
+class BundleModel:
+    """The callable bound to Triton for one bundle: decodes every photo of a dynamic batch in
+    threads, groups rows by their decoding options, runs each group through the Annotator in one
+    encoder call, and answers each request with its own rows.  A photo that cannot be read, or is
+    too large, is an error in its own row; the other rows of the batch are annotated."""
+
+    def __init__(self, annotator: Annotator, name: str, max_image_bytes: int = MAX_IMAGE_BYTES,
+                 max_pixels: int = MAX_PIXELS, decode_threads: int = 2) -> None:
+        self.annotator, self.name = annotator, name
+        self.max_image_bytes, self.max_pixels = max_image_bytes, max_pixels
+        self.is_sequence = annotator.manifest.is_sequence
+        self.inputs = model_inputs(self.is_sequence)
+        self.outputs = model_outputs(annotator.has_attention)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, decode_threads), thread_name_prefix=f"{name}-decode")
+        self.batch_sizes: list[int] = []
+
+    def warm_up(self) -> None:
+        """Run one photo through every graph so the first request pays no compilation or allocation."""
+        size = self.annotator.preprocess_config.image_size
+        photo = np.zeros((1, 3, size, size), np.float32)
+        self.annotator.annotate_batch(photo)
+
+    def _decode(self, index: int, data: bytes) -> _Row:
+        row = _Row(index)
+        name = "image"   # the client puts the file's name in its place
+        if len(data) > self.max_image_bytes:
+            row.error = f"{name}: {len(data):,} bytes is more than the server's limit of {self.max_image_bytes:,}"
+            return row
+        if not data:
+            row.error = f"{name}: empty image"
+            return row
+        try:
+            img = read_image(io.BytesIO(data), name, self.max_pixels, self.annotator.preprocess_config.decode_size)
+            row.array = preprocess(img, self.annotator.preprocess_config)
+        except (ValueError, OSError, MemoryError) as exc:
+            row.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return row
+
+    def _options(self, request) -> tuple[dict, str]:
+        """A request's decoding options as ``annotate_batch`` keywords, or the reason they are refused."""
+        try:
+            if self.is_sequence:
+                beam = _option(request, BEAM_WIDTH)
+                beam = None if beam is None else int(beam)
+                self.annotator.decoding_config(beam)
+                return {"beam_width": beam}, ""
+            from .scoring import check_options
+
+            top_k, threshold = _option(request, TOP_K), _option(request, THRESHOLD)
+            top_k = None if top_k is None else int(top_k)
+            threshold = None if threshold is None else float(threshold)
+            check_options(top_k, threshold)
+            return {"top_k": top_k, "threshold": threshold}, ""
+        except ValueError as exc:
+            return {}, f"bad decoding options: {exc}"
+
+    def __call__(self, requests: list) -> list[dict[str, np.ndarray]]:
+        images: list[tuple[int, bytes]] = []
+        missing: list[_Row] = []
+        for r, request in enumerate(requests):
+            data = request.data if hasattr(request, "data") else request
+            if IMAGE.name not in data:   # Triton lets a python-backend request omit a required input
+                missing.append(_Row(r, error=f"the request has no {IMAGE.name!r} input (one encoded photo per row)"))
+                continue
+            images.extend((r, bytes(item)) for item in np.asarray(data[IMAGE.name]).reshape(-1))
+        rows = list(self._pool.map(lambda item: self._decode(*item), images)) + missing
+        want_attention = [ATTENTION.name in (getattr(q, "requested_output_names", None) or ()) for q in requests]
+        groups: dict[tuple, list[_Row]] = {}
+        for request_index, request in enumerate(requests):
+            kwargs, refused = self._options(request)
+            for row in (row for row in rows if row.request == request_index):
+                if refused:
+                    row.error = refused
+                elif row.array is not None:
+                    key = (tuple(sorted(kwargs.items())), want_attention[request_index])
+                    groups.setdefault(key, []).append(row)
+        for (kwargs, alphas), group in groups.items():
+            batch = np.stack([row.array for row in group])
+            self.batch_sizes.append(len(group))
+            for row, result in zip(group, self.annotator.annotate_batch(batch, keep_alphas=alphas, **dict(kwargs))):
+                row.labels, row.scores, row.alphas = result.labels, result.scores, result.alphas
+        return [self._response([row for row in rows if row.request == r], want_attention[r])
+                for r in range(len(requests))]
+
+    def _response(self, rows: list[_Row], attention: bool) -> dict[str, np.ndarray]:
+        width = max([len(row.labels) for row in rows] + [1])
+        labels = np.full((len(rows), width), b"", dtype=object)
+        scores = np.zeros((len(rows), width), np.float32)
+        for i, row in enumerate(rows):
+            labels[i, :len(row.labels)] = [label.encode() for label in row.labels]
+            scores[i, :len(row.scores)] = row.scores
+        out = {LABELS.name: labels, SCORES.name: scores,
+               ERROR.name: np.array([[row.error.encode()] for row in rows], dtype=object)}
+        if attention and ATTENTION in self.outputs:
+            cells = max([np.asarray(a).size for row in rows for a in row.alphas] + [1])
+            maps = np.zeros((len(rows), width, cells), np.float32)
+            for i, row in enumerate(rows):
+                for j, alpha in enumerate(row.alphas[:len(row.labels)]):   # the stop step has one too
+                    maps[i, j, :np.asarray(alpha).size] = np.asarray(alpha).reshape(-1)
+            out[ATTENTION.name] = maps
+        return out
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)

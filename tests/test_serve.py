@@ -1,0 +1,238 @@
+"""corel-serve: a real Triton server (the nvidia-pytriton wheel's) on loopback serving real bundles,
+the corel-infer --server client against it, bad requests, the port and bundle checks, and SIGTERM."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from corel_annotate.benchmarks.serve import free_ports
+from corel_annotate.runtime.cli import infer_app
+
+pytest.importorskip("pytriton")
+tritonclient_http = pytest.importorskip("tritonclient.http")
+runner = CliRunner()
+MAX_IMAGE_BYTES = 2_000_000
+SERVE = [sys.executable, "-m", "corel_annotate.runtime.cli_serve"]
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    ports: list[int]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports[0]}"
+
+    def get(self, path: str) -> int:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=10) as reply:
+                return reply.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    def post(self, path: str, body: bytes) -> tuple[int, dict]:
+        request = urllib.request.Request(self.url + path, data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as reply:
+                return reply.status, json.loads(reply.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+
+def start_server(bundles_args: list[str], ports: list[int], *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([*SERVE, *bundles_args, "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
+                             "--metrics-port", str(ports[2]), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture(scope="module")
+def server(bundles):
+    ports = free_ports(3)
+    proc = start_server(["--model", str(bundles["attention"][1]), "--model", str(bundles["ml-gcn"][1])], ports,
+                        "--device", "cpu", "--precision", "fp32", "--max-image-bytes", str(MAX_IMAGE_BYTES))
+    srv = Server(proc, ports)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"corel-serve exited {proc.returncode}: {proc.stdout.read()}")
+        try:
+            if srv.get("/v2/health/ready") == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("corel-serve was not ready in 180 s")
+    yield srv
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def photos(synth_data, tmp_path_factory) -> Path:
+    """Good photos and every kind of bad one a server must survive."""
+    folder = tmp_path_factory.mktemp("serve-photos")
+    images = sorted((synth_data / "images").iterdir())[:10]
+    for p in images:
+        (folder / p.name).write_bytes(p.read_bytes())
+    (folder / "cut.jpg").write_bytes(images[0].read_bytes()[:300])
+    (folder / "text.jpg").write_text("not an image")
+    Image.new("L", (10_000, 10_000)).save(folder / "bomb.png")   # 10^8 pixels in about 100 kB
+    (folder / "huge.jpg").write_bytes(images[0].read_bytes() + bytes(MAX_IMAGE_BYTES))
+    return folder
+
+
+def records(path: Path) -> dict[str, dict]:
+    return {r["image"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def assert_same_records(local: dict, remote: dict) -> None:
+    assert local.keys() == remote.keys()
+    for image, want in local.items():
+        got = remote[image]
+        assert got["status"] == want["status"], (image, want, got)
+        if want["status"] == "ok":
+            assert got["labels"] == want["labels"], image
+            assert np.allclose(got["scores"], want["scores"], atol=1e-5), image
+
+
+@pytest.mark.parametrize("method,options,protocol", [("attention", ["--beam-width", "3"], "http"),
+                                                     ("attention", [], "grpc"), ("ml-gcn", ["--top-k", "2"], "http")])
+def test_server_records_equal_in_process_records(server, bundles, photos, tmp_path, method, options, protocol):
+    local, remote = tmp_path / "local.jsonl", tmp_path / "remote.jsonl"
+    run = runner.invoke(infer_app, [str(photos), "-m", str(bundles[method][1]), "-o", str(local), "--no-progress",
+                                    "--device", "cpu", *options])
+    assert run.exit_code == 1, run.output
+    url = server.url if protocol == "http" else f"grpc://127.0.0.1:{server.ports[1]}"
+    served = runner.invoke(infer_app, [str(photos), "-m", method, "--server", url, "-o", str(remote),
+                                       "--no-progress", "--in-flight", "4", *options])
+    assert served.exit_code == 1, served.output
+    want, got = records(local), records(remote)
+    huge = str(photos / "huge.jpg")   # over the server's byte limit only; the local run has none
+    assert_same_records({k: v for k, v in want.items() if k != huge}, {k: v for k, v in got.items() if k != huge})
+    assert sum(r["status"] == "ok" for r in got.values()) == 10
+    errors = {Path(k).name: r["error"] for k, r in got.items() if r["status"] == "error"}
+    assert set(errors) == {"cut.jpg", "text.jpg", "bomb.png", "huge.jpg"}
+    assert all(reason.startswith(str(photos / name) + ": ") for name, reason in errors.items())
+    assert "decompression bomb" in errors["bomb.png"].replace("-", " ") and "limit" in errors["huge.jpg"]
+    if method == "ml-gcn":
+        assert all(len(r["labels"]) <= 2 for r in got.values() if r["status"] == "ok")
+
+
+def test_resume_and_attention_maps_through_the_server(server, bundles, photos, tmp_path):
+    good = sorted(p for p in photos.iterdir() if p.suffix == ".jpeg")
+    half = tmp_path / "half.txt"
+    half.write_text("\n".join(str(p) for p in good[:4]))
+    out = tmp_path / "out.jsonl"
+    base = ["-m", "attention", "--server", server.url, "-o", str(out), "--no-progress"]
+    assert runner.invoke(infer_app, [str(half), *base]).exit_code == 0
+    again = runner.invoke(infer_app, [str(photos), *base, "--resume", "--attention-maps", str(tmp_path / "maps")])
+    assert again.exit_code == 1 and "4 images already have a record" in again.output
+    lines = [json.loads(line)["image"] for line in out.read_text().splitlines()]
+    assert len(lines) == len(set(lines)) == len(list(photos.iterdir()))
+    local = runner.invoke(infer_app, [str(p) for p in good[4:]] + ["-m", str(bundles["attention"][1]), "--device",
+                                                                  "cpu", "--no-progress", "--attention-maps",
+                                                                  str(tmp_path / "local-maps")])
+    assert local.exit_code == 0
+    remote_maps, local_maps = sorted((tmp_path / "maps").glob("*.png")), sorted((tmp_path / "local-maps").glob("*.png"))
+    assert [p.name for p in remote_maps] == [p.name for p in local_maps] and remote_maps
+    for a, b in zip(remote_maps, local_maps):
+        assert np.abs(np.asarray(Image.open(a), np.int16) - np.asarray(Image.open(b), np.int16)).max() <= 2
+
+
+def _infer_body(*inputs: dict) -> bytes:
+    return json.dumps({"inputs": list(inputs)}).encode()
+
+
+def test_bad_requests_get_kserve_errors_and_the_server_stays_up(server, photos):
+    infer = "/v2/models/attention/infer"
+    status, reply = server.post(infer, b'{"inputs": [')
+    assert status in (400, 500) and "JSON" in reply["error"]   # Triton 2.51 answers a parse error with 500
+    status, reply = server.post(infer, _infer_body({"name": "image", "datatype": "FP32", "shape": [1, 1], "data": [1.0]}))
+    assert status == 400 and "BYTES" in reply["error"]
+    status, reply = server.post("/v2/models/no-such-model/infer", _infer_body())
+    assert status in (400, 404) and "no-such-model" in reply["error"]
+    status, reply = server.post(infer, _infer_body({"name": "beam_width", "datatype": "INT32", "shape": [1, 1],
+                                                    "data": [3]}))
+    assert status == 200 and "no 'image' input" in reply["outputs"][2]["data"][0]
+    status, reply = server.post(infer, _infer_body({"name": "image", "datatype": "BYTES", "shape": [1, 1], "data": ["x"]},
+                                                   {"name": "beam_width", "datatype": "INT32", "shape": [1, 1],
+                                                    "data": [0]}))
+    assert status == 200 and reply["outputs"][2]["data"][0].startswith("bad decoding options")
+    # three photos in one request, the middle one broken: each row answers for itself
+    client = tritonclient_http.InferenceServerClient(server.url.split("//")[1])
+    good = sorted(p for p in photos.iterdir() if p.suffix == ".jpeg")[:2]
+    rows = np.array([[good[0].read_bytes()], [b"\xff\xd8broken"], [good[1].read_bytes()]], dtype=object)
+    image = tritonclient_http.InferInput("image", [3, 1], "BYTES")
+    image.set_data_from_numpy(rows)
+    result = client.infer("attention", [image])
+    errors = [e.decode() for e in result.as_numpy("error").reshape(-1)]
+    assert errors[0] == errors[2] == "" and errors[1].startswith("image: cannot read image")
+    labels = result.as_numpy("labels")
+    assert labels[0][0] and labels[2][0] and not any(labels[1])
+    assert server.get("/v2/health/ready") == 200 and server.proc.poll() is None
+
+
+def test_second_server_on_the_same_ports_and_bad_bundles_exit_2(server, bundles, tmp_path):
+    second = start_server(["--model", str(bundles["attention"][1])], server.ports)
+    out, _ = second.communicate(timeout=120)
+    assert second.returncode == 2
+    assert f"127.0.0.1:{server.ports[0]}" in out and "already in use" in out and len(out.strip().splitlines()) == 1
+    import shutil
+
+    broken = tmp_path / "broken.bundle"
+    shutil.copytree(bundles["ml-gcn"][1], broken)
+    graph = next(broken.glob("*.onnx"))
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    bad = start_server(["--model", str(broken)], free_ports(3))
+    out, _ = bad.communicate(timeout=120)
+    assert bad.returncode == 2 and graph.name in out and "sha256" in out.lower()
+    assert server.get("/v2/health/ready") == 200
+
+
+def test_sigterm_drains_requests_in_flight(server, photos):
+    """Last in this module: it stops the module's server."""
+    good = sorted(p for p in photos.iterdir() if p.suffix == ".jpeg")
+    results: list = []
+
+    def send(i: int) -> None:
+        client = tritonclient_http.InferenceServerClient(server.url.split("//")[1], network_timeout=120)
+        batch = np.array([[good[(i + j) % len(good)].read_bytes()] for j in range(8)], dtype=object)
+        image = tritonclient_http.InferInput("image", [8, 1], "BYTES")
+        image.set_data_from_numpy(batch)
+        beam = tritonclient_http.InferInput("beam_width", [8, 1], "INT32")
+        beam.set_data_from_numpy(np.full((8, 1), 5, np.int32))
+        try:
+            results.append(client.infer("attention", [image, beam]).as_numpy("error"))
+        except Exception as exc:  # noqa: BLE001 - recorded and asserted below
+            results.append(exc)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    server.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(timeout=120)
+    assert server.proc.wait(timeout=90) == 0
+    assert len(results) == 6
+    assert all(isinstance(r, np.ndarray) and not any(r.reshape(-1)) for r in results), results
