@@ -167,7 +167,8 @@ def infer(
         _fail(str(exc))
     todo = out.todo(files)
     if out.resumed:
-        console.print(f"resuming: {out.resumed} images already have a record", highlight=False, markup=False)
+        have = f"{len(files) - len(todo)} of {len(files)}" if files else str(out.resumed)
+        console.print(f"resuming: {have} images already have a record", highlight=False, markup=False)
     try:
         with _progress(len(todo), progress and sys.stderr.isatty()) as bar:
             task = bar.add_task("annotating", total=len(todo) or None)

@@ -144,7 +144,7 @@ def test_resume_and_attention_maps_through_the_server(server, bundles, photos, t
     base = ["-m", "attention", "--server", server.url, "-o", str(out), "--no-progress"]
     assert runner.invoke(infer_app, [str(half), *base]).exit_code == 0
     again = runner.invoke(infer_app, [str(photos), *base, "--resume", "--attention-maps", str(tmp_path / "maps")])
-    assert again.exit_code == 1 and "4 images already have a record" in again.output
+    assert again.exit_code == 1 and "resuming: 4 of 14 images already have a record" in again.output
     lines = [json.loads(line)["image"] for line in out.read_text().splitlines()]
     assert len(lines) == len(set(lines)) == len(list(photos.iterdir()))
     local = runner.invoke(infer_app, [str(p) for p in good[4:]] + ["-m", str(bundles["attention"][1]), "--device",
