@@ -20,6 +20,27 @@ from .session import create_session
 ImageLike = Union[str, Path, Image.Image, np.ndarray]
 
 
+def settle_engine(device: str, precision: str) -> tuple[str, str]:
+    """``auto`` device and precision resolved (``openvino_session.resolve_engine``), and a non-fp32
+    precision refused off OpenVINO (ValueError)."""
+    if "auto" in (device, precision):
+        from .openvino_session import resolve_engine
+
+        device, precision = resolve_engine(device, precision)
+    if precision != "fp32" and device != "openvino":
+        raise ValueError(f"--precision {precision} needs --device openvino (onnxruntime computes in the "
+                         "bundle's precision; export an int8 or fp16 bundle for those)")
+    return device, precision
+
+
+def engine_name(manifest: BundleManifest, device: str, precision: str) -> str:
+    """What computes, for the record: ``onnxruntime-cpu fp32``, ``openvino bf16``, ..."""
+    if device != "openvino":
+        return f"onnxruntime-{device} {manifest.precision}"
+    bundle = f" ({manifest.precision} bundle)" if manifest.precision != "fp32" else ""
+    return f"openvino {precision}{bundle}"
+
+
 @dataclass
 class Annotation:
     """Labels for one image, best first for score-based methods, emission order for recurrent ones."""
@@ -71,13 +92,7 @@ class Annotator(BundleFacts):
         CLIs' default; see ``openvino_session.resolve_engine``); :attr:`engine` says which ran."""
         bundle = Path(bundle)
         manifest = load_manifest(bundle, verify=True)
-        if "auto" in (device, precision):
-            from .openvino_session import resolve_engine
-
-            device, precision = resolve_engine(device, precision)
-        if precision != "fp32" and device != "openvino":
-            raise ValueError(f"--precision {precision} needs --device openvino (onnxruntime computes in the "
-                             "bundle's precision; export an int8 or fp16 bundle for those)")
+        device, precision = settle_engine(device, precision)
         if device == "openvino":
             from .openvino_session import OpenVINOSession
 
@@ -96,10 +111,7 @@ class Annotator(BundleFacts):
     @property
     def engine(self) -> str:
         """What computes, for the record: ``onnxruntime-cpu fp32``, ``openvino bf16``, ..."""
-        if self.device != "openvino":
-            return f"onnxruntime-{self.device} {self.manifest.precision}"
-        bundle = f" ({self.manifest.precision} bundle)" if self.manifest.precision != "fp32" else ""
-        return f"openvino {self.precision}{bundle}"
+        return engine_name(self.manifest, self.device, self.precision)
 
     def preprocess(self, images: Sequence[ImageLike]) -> np.ndarray:
         """Images (paths, PIL images or HxWx3 uint8 arrays) to the encoder's ``[B, 3, S, S]`` input."""

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from typer.core import TyperCommand
 
-from .preprocessing import MAX_PIXELS, display_path
+from .preprocessing import MAX_PIXELS
 
 console = Console(stderr=True, soft_wrap=True)
 infer_app = typer.Typer(add_completion=False, help="Annotate photos with an exported bundle.")

@@ -5,6 +5,7 @@ the tensors the exported runtime feeds it are identical by construction.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -169,6 +170,11 @@ def preprocess(img: Image.Image, config: PreprocessConfig) -> np.ndarray:
     arr = np.asarray(resized, dtype=np.float32) * np.float32(config.scale)
     arr = (arr - np.asarray(config.mean, dtype=np.float32)) / np.asarray(config.std, dtype=np.float32)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def preprocess_bytes(data: bytes, name: str, config: PreprocessConfig, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """:func:`preprocess_file` for an encoded photo in memory (``name`` goes into error messages)."""
+    return preprocess(read_image(io.BytesIO(data), name, max_pixels, config.decode_size), config)
 
 
 def preprocess_file(path: str | Path, config: PreprocessConfig, max_pixels: int = MAX_PIXELS) -> np.ndarray:

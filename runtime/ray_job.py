@@ -8,7 +8,6 @@ batches; :class:`~.infer_job.RecordOutput` drops the records a rerun repeats.  R
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -23,10 +22,11 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from .annotator import engine_name, settle_engine
 from .infer_job import BundleFacts, InferOptions, Produced, error_record, ok_record
 from .inputs import IMAGE_SUFFIXES, Batch, _load
 from .manifest import MANIFEST, BundleManifest, load_manifest
-from .preprocessing import PreprocessConfig, display_path, preprocess, read_image
+from .preprocessing import PreprocessConfig, display_path, preprocess_bytes
 
 INSTALL_HINT = "pip install 'corel-annotate[ray]'"
 LOCAL = "local"
@@ -101,7 +101,7 @@ class ShippedBundle:
         return final
 
 
-_UNNAMED = re.compile(r"cannot identify image file( <_io\.BytesIO object at 0x[0-9a-f]+>)?\)$")
+_UNNAMED = re.compile(r"cannot identify image file\)$")   # read_image drops the BytesIO repr
 
 
 def load_bytes(paths: list[str], blobs: list[bytes], config: PreprocessConfig, max_pixels: int,
@@ -111,7 +111,7 @@ def load_bytes(paths: list[str], blobs: list[bytes], config: PreprocessConfig, m
     def one(item: tuple[str, bytes]) -> np.ndarray | str:
         path, data = item
         try:
-            return preprocess(read_image(io.BytesIO(data), display_path(path), max_pixels, config.decode_size), config)
+            return preprocess_bytes(data, display_path(path), config, max_pixels)
         except (ValueError, OSError, MemoryError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             # PIL names the file only when it opened it itself: name it as it would for a path
@@ -169,14 +169,6 @@ class BatchAnnotator:
                 records.append(json.dumps(ok_record(path, result.labels, result.scores)))
                 alphas.append(pickle.dumps([np.asarray(a) for a in result.alphas]) if keep else b"")
         return {"record": records, "alphas": alphas}
-
-
-def engine_name(manifest: BundleManifest, device: str, precision: str) -> str:
-    """What computes on the workers, in the words of ``Annotator.engine``."""
-    if device != "openvino":
-        return f"onnxruntime-{device} {manifest.precision}"
-    bundle = f" ({manifest.precision} bundle)" if manifest.precision != "fp32" else ""
-    return f"openvino {precision}{bundle}"
 
 
 def start_ray(address: str) -> bool:
@@ -287,12 +279,7 @@ class RayJob(BundleFacts):
         the object store and size the actor pool.  ``auto`` device and precision are settled here, so
         every worker computes alike."""
         manifest = load_manifest(bundle, verify=True)
-        if "auto" in (device, precision):
-            from .openvino_session import resolve_engine
-
-            device, precision = resolve_engine(device, precision)
-        if precision != "fp32" and device != "openvino":
-            raise ValueError(f"--precision {precision} needs --device openvino")
+        device, precision = settle_engine(device, precision)
         if workers < 0:
             raise ValueError(f"--workers {workers}: give a positive number of actors, or 0 for one per CPU")
         owns = start_ray(address)

@@ -7,7 +7,6 @@ bundle (``beam_width``) or a scores one (``top_k``, ``threshold``), and from the
 attention maps can be asked for.  Everything here is numpy and the runtime; no Triton import."""
 from __future__ import annotations
 
-import io
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
@@ -15,7 +14,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .annotator import Annotator
-from .preprocessing import MAX_PIXELS, preprocess, read_image
+from .preprocessing import MAX_PIXELS, preprocess_bytes
 
 MAX_IMAGE_BYTES = 32 * 1024 * 1024
 """Encoded photos larger than this are refused per image (a camera JPEG is 3-12 MB)."""
@@ -102,8 +101,7 @@ class BundleModel:
             row.error = f"{name}: empty image"
             return row
         try:
-            img = read_image(io.BytesIO(data), name, self.max_pixels, self.annotator.preprocess_config.decode_size)
-            row.array = preprocess(img, self.annotator.preprocess_config)
+            row.array = preprocess_bytes(data, name, self.annotator.preprocess_config, self.max_pixels)
         except (ValueError, OSError, MemoryError) as exc:
             row.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return row
