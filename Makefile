@@ -46,9 +46,13 @@ demo: $(STAMP) $(WEB_STAMP)
 	$(BIN)/corel-infer $(DEMO)/data/test.json --model $(DEMO)/ml-gcn.bundle -o $(DEMO)/ml-gcn.jsonl --overwrite
 	$(BIN)/corel-eval --model $(DEMO)/attention.bundle --data $(DEMO)/data
 	$(BIN)/corel-eval --model $(DEMO)/ml-gcn.bundle --data $(DEMO)/data
+	# a label the bundle never saw, added to its label memory without retraining
+	$(BIN)/corel-synth $(DEMO)/new-label --images 200 --labels 13 --seed 1 --quiet
+	$(BIN)/corel-memory add $(DEMO)/ml-gcn.bundle --data $(DEMO)/new-label -o $(DEMO)/ml-gcn-plus.bundle --force
+	$(BIN)/corel-eval --model $(DEMO)/ml-gcn-plus.bundle --data $(DEMO)/new-label
 	@echo "browser: $(BIN)/corel-web --model $(DEMO)/attention.bundle  (then open http://127.0.0.1:8080/)"
 	@echo "server:  $(BIN)/corel-serve --model $(DEMO)/attention.bundle  (then $(BIN)/corel-infer PHOTOS --server http://127.0.0.1:8000 --model attention)"
-	@echo "outputs: checkpoints $(DEMO)/*.ckpt, bundles $(DEMO)/*.bundle, annotations $(DEMO)/*.jsonl, attention maps $(DEMO)/attention-maps/"
+	@echo "outputs: checkpoints $(DEMO)/*.ckpt, bundles $(DEMO)/*.bundle (ml-gcn-plus.bundle: one label added by corel-memory), annotations $(DEMO)/*.jsonl, attention maps $(DEMO)/attention-maps/"
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -111,7 +111,7 @@ def run_entry(entry: Entry, data: Path, out_dir: Path, train_overrides: dict, gl
               log=lambda _m: None, show_progress=False)
     cfg, _ = load_checkpoint(ckpt)
     bundle = out_dir / f"{entry.name}.bundle"
-    export_bundle(ckpt, bundle, force=True, log=lambda _m: None)
+    export_bundle(ckpt, bundle, force=True, memory=False, log=lambda _m: None)  # parity with PyTorch; memory rows: corel-bench memory
     annotator = Annotator.load(bundle)
     result = evaluate_bundle(annotator, data, "test")
     runtime_metrics = result.metrics.to_dict()

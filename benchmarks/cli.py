@@ -249,6 +249,61 @@ def accuracy_cmd(
         log(f"wrote {path}")
 
 
+@app.command("memory")
+def memory_cmd(
+    checkpoint: list[Path] = typer.Option(..., "--checkpoint", "-c", help="Checkpoint (repeat for several); its "
+                                          "training photos must be on this machine (the memory is built from them)."),
+    data: Path = typer.Option(..., help="Corel-layout directory whose test split scores both bundles."),
+    out_dir: Path = typer.Option(Path("bench-out/memory"), help="Bundles and results (memory.json/.md)."),
+    latency_photos: int = typer.Option(50, help="Test photos timed one by one, JPEG file to labels."),
+    rounds: int = typer.Option(3, help="Alternating timing rounds."),
+) -> None:
+    """Export each checkpoint with and without its label memory, score both bundles on the test split through
+    the runtime (with the per-label view) and time both photo by photo in alternating rounds.
+
+    Exit codes: 0 done, 2 bad input."""
+    from .memory_bench import run_memory, write
+
+    log = lambda m: console.print(m, highlight=False, markup=False)
+    try:
+        result = run_memory(checkpoint, data, out_dir, latency_photos, rounds, _command("memory"), log)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2)
+    for path in write(result, out_dir):
+        log(f"wrote {path}")
+
+
+@app.command("new-label")
+def new_label_cmd(
+    data: Path = typer.Option(..., help="Corel-layout directory (its train and test splits)."),
+    backbone_from: Optional[Path] = typer.Option(None, help="A cnn-asl checkpoint of --data whose adapted backbone "
+                                                 "the head trains on (corel-train --backbone-from); without it, "
+                                                 "corel-train's defaults and --train-args."),
+    out_dir: Path = typer.Option(Path("bench-out/new-label"), help="Data directories, checkpoint, bundles, results."),
+    label: Optional[str] = typer.Option(None, help="The label to hold out (default: one with 25-80 training photos "
+                                        "that never stands alone, with the most test photos)."),
+    shots: str = typer.Option("5,10,20", help="Comma-separated counts of its photos to add."),
+    train_args: str = typer.Option("", help="Extra corel-train options, as one string (e.g. the backbone "
+                                   "checkpoint's --augment-views and --cache-dir)."),
+) -> None:
+    """Hold one label out of training, then add N of its photos with corel-memory add, and measure that label on
+    the test split next to the others.
+
+    Exit codes: 0 done, 2 bad input."""
+    from .new_label import run_new_label, write
+
+    log = lambda m: console.print(m, highlight=False, markup=False)
+    try:
+        result = run_new_label(data, backbone_from, out_dir, label, _ints(shots), shlex.split(train_args),
+                               _command("new-label"), log)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2)
+    for path in write(result, out_dir):
+        log(f"wrote {path}")
+
+
 @app.command("augmentation")
 def augmentation_cmd(
     data: list[Path] = typer.Option(..., help="Corel-layout directory; repeat the option to compare on several "

@@ -193,7 +193,6 @@ def stage_times(variant: "RuntimeVariant", jpegs: Sequence[bytes], repeats: int 
     resize and normalisation, the encoder, and decoding (greedy steps, or thresholds); medians in ms
     over every photo and repeat, and each stage's share of their sum."""
     from corel_annotate.runtime.decoding import decode
-    from corel_annotate.runtime.scoring import sigmoid
 
     annotator, config = variant.annotator, variant.config
     samples: dict[str, list[float]] = {s: [] for s in STAGES}
@@ -210,7 +209,7 @@ def stage_times(variant: "RuntimeVariant", jpegs: Sequence[bytes], repeats: int 
                 decode(annotator.step, annotator.start_state(encoded), annotator.decoding_config(1),
                        len(annotator.vocabulary))
             else:
-                annotator.labels_from_scores(sigmoid(encoded[annotator.manifest.scoring.logits_output]))
+                annotator.labels_from_scores(annotator.label_scores(encoded))
             t4 = time.perf_counter()
             for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                 samples[stage].append(seconds * 1000.0)

@@ -60,7 +60,7 @@ def main(checkpoints: List[Path], data: Path = typer.Option(...), bundles: Optio
     for ckpt in checkpoints:
         bundle = (bundles or ckpt.parent) / (ckpt.stem + ".bundle")
         if not bundle.exists():
-            export_bundle(ckpt, bundle, log=lambda _m: None)
+            export_bundle(ckpt, bundle, memory=False, log=lambda _m: None)
         model, cfg = model_from_checkpoint(ckpt)
         pre = PreprocessConfig.from_dict(cfg.preprocess)
         sets, scores = [], []

@@ -76,12 +76,15 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path | None = None, ops
                   tolerance: float = 1e-4, batch_sizes: tuple[int, ...] = (1, 5), trace_batch: int = 2,
                   force: bool = False, precision: str = "fp32", calibration: str | Path | None = None,
                   engine: str | None = None, engine_settings: EngineSettings | None = None,
-                  max_drop: float = DEFAULT_MAX_DROP, log: Callable[[str], None] = print) -> tuple[Path, BundleManifest, list[GraphCheck]]:
+                  max_drop: float = DEFAULT_MAX_DROP, memory: bool = True,
+                  log: Callable[[str], None] = print) -> tuple[Path, BundleManifest, list[GraphCheck]]:
     """Export ``checkpoint`` to a bundle directory and return it with its manifest and the parity checks.
 
-    The fp32 graphs are always exported and checked against PyTorch first; ``precision`` int8 or
-    fp16 then converts them (their differences from PyTorch are printed, not enforced: their
-    accuracy is judged with ``corel-eval``)."""
+    The fp32 graphs are always exported and checked against PyTorch first; with ``memory`` the bundle
+    then gets its label memory (``export.memory``: the training photos embedded by the exported
+    encoder, tuned on the validation photos; skipped with a message when they are not on this machine);
+    ``precision`` int8 or fp16 then converts the method's graphs (their differences from PyTorch are
+    printed, not enforced: their accuracy is judged with ``corel-eval``)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if engine not in (None, "tensorrt"):
@@ -126,6 +129,10 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path | None = None, ops
             source={"method": method, "checkpoint": checkpoint.name, "checkpoint_sha256": sha256_file(checkpoint),
                     "backbone": cfg.model.backbone, "metrics": cfg.metrics.get("test", {})})
         (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")  # the fp32 bundle, for the int8 check
+        if memory:
+            from .memory import build_memory
+
+            manifest = build_memory(tmp, cfg, log) or manifest
         if precision != "fp32":
             report = _lower_precision(tmp, decls, precision, cfg, calibration, max_drop, log)
             if report is not None:
@@ -139,7 +146,7 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path | None = None, ops
             engines = add_engines(tmp, settings)
         manifest = dataclasses.replace(
             manifest, precision=precision, engines=engines,
-            files={**{s.file: sha256_file(tmp / s.file) for s in specs.values()},
+            files={**{s.file: sha256_file(tmp / s.file) for s in manifest.graphs.values()},
                    **{e["file"]: sha256_file(tmp / e["file"]) for e in engines.values()}})
         manifest.check()
         (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")

@@ -31,6 +31,10 @@ def main(
     min_batch: int = typer.Option(1, help="TensorRT profile: smallest batch."),
     opt_batch: int = typer.Option(8, help="TensorRT profile: batch to optimise for."),
     max_batch: int = typer.Option(32, help="TensorRT profile: largest batch."),
+    memory: bool = typer.Option(True, "--memory/--no-memory", help="Give the bundle its label memory: the "
+                                "checkpoint's training photos embedded by the exported encoder (kNN label transfer, "
+                                "k, temperature and blend chosen on its validation photos; edit it later with "
+                                "corel-memory). Skipped with a message when the training data is not here."),
 ) -> None:
     """Export the encoder (and, for recurrent methods, one decoder step) to ONNX, check each graph with
     onnx.checker, compare every output with PyTorch at batch sizes 1 and 5 (traced at 2), and write
@@ -43,7 +47,7 @@ def main(
 
     try:
         path, manifest, _ = export_bundle(checkpoint, out, opset=opset, tolerance=tolerance, force=force,
-                                          precision=precision, calibration=calibration, engine=engine, max_drop=max_drop,
+                                          precision=precision, calibration=calibration, engine=engine, max_drop=max_drop, memory=memory,
                                           engine_settings=EngineSettings(min_batch, opt_batch, max_batch,
                                                                          fp16=precision == "fp16"),
                                           log=lambda m: console.print(m, highlight=False, markup=False))

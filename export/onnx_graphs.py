@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 from corel_annotate.training.models.base import AnnotationModel
-from corel_annotate.training.registry import LOG_PROBS_OUTPUT, TOKEN_INPUT, GraphDecl, MethodSpec, method_spec
+from corel_annotate.training.registry import EMBEDDING_OUTPUT, LOG_PROBS_OUTPUT, TOKEN_INPUT, GraphDecl, MethodSpec, method_spec
 
 
 class ScoreEncoder(nn.Module):
-    """``images -> logits``.  For ML-GCN the label classifiers are computed once here and stored
-    as a constant of the graph: they do not depend on the image."""
+    """``images -> (logits, embedding)``.  For ML-GCN the label classifiers are computed once here and
+    stored as a constant of the graph: they do not depend on the image."""
 
     def __init__(self, model: AnnotationModel) -> None:
         super().__init__()
@@ -28,15 +28,15 @@ class ScoreEncoder(nn.Module):
                 classifiers = model.label_classifiers().detach().clone()
         self.register_buffer("classifiers", classifiers)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats = self.model.features(images)
-        if self.classifiers is not None:
-            return feats @ self.classifiers.t()
-        return self.model.logits(feats)
+        logits = feats @ self.classifiers.t() if self.classifiers is not None else self.model.logits(feats)
+        return logits, self.model.embedding(feats)
 
 
 class SequenceEncoder(nn.Module):
-    """``images ->`` the decoder's initial state and the per-image constants the steps read, by name."""
+    """``images ->`` the decoder's initial state, the per-image constants the steps read and the
+    embedding, by name."""
 
     def __init__(self, model: AnnotationModel, decl: GraphDecl) -> None:
         super().__init__()
@@ -44,7 +44,8 @@ class SequenceEncoder(nn.Module):
         self.names = decl.output_names()
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        state = self.model.init_state(self.model.features(images))
+        feats = self.model.features(images)
+        state = {**self.model.init_state(feats), EMBEDDING_OUTPUT: self.model.embedding(feats)}
         return tuple(state[n] for n in self.names)
 
 

@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from corel_annotate.runtime.manifest import FORMAT, FORMAT_VERSION, SCHEMA_FILE, BundleManifest
+from corel_annotate.runtime.manifest import FORMAT, FORMAT_VERSION, READABLE_VERSIONS, SCHEMA_FILE, BundleManifest
 
 
 def _close_objects(node: Any) -> None:
@@ -28,13 +28,15 @@ def _close_objects(node: Any) -> None:
 
 
 def manifest_schema() -> dict[str, Any]:
-    """JSON Schema (draft 2020-12) of ``manifest.json``, format version ``FORMAT_VERSION``."""
+    """JSON Schema (draft 2020-12) of ``manifest.json``, format version ``FORMAT_VERSION`` (every
+    version in ``READABLE_VERSIONS`` validates)."""
     from pydantic import TypeAdapter
 
     schema = TypeAdapter(BundleManifest).json_schema(mode="validation")
     _close_objects(schema)
     schema["properties"]["format"] = {"const": FORMAT, "title": "Format", "default": FORMAT}
-    schema["properties"]["format_version"] = {"const": FORMAT_VERSION, "title": "Format Version",
+    # every version this runtime reads (a version-2 manifest is a version-3 one without a memory)
+    schema["properties"]["format_version"] = {"enum": list(READABLE_VERSIONS), "title": "Format Version",
                                               "default": FORMAT_VERSION}
     schema["required"] = sorted(set(schema.get("required", [])) | {"format", "format_version"})
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -13,11 +13,13 @@ from .decoding import decode
 from .decoding_config import DecodingConfig
 from .infer_job import BundleFacts
 from .manifest import BundleManifest, load_manifest, safe_member
+from .memory import blend_scores, interpolate_log_probs
 from .preprocessing import load_image, preprocess, to_rgb
 from .scoring import check_options, select_labels, sigmoid
 from .session import create_session
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray]
+EMBEDDING_OUTPUT = "embedding"
 
 
 def settle_engine(device: str, precision: str) -> tuple[str, str]:
@@ -74,6 +76,11 @@ class Annotator(BundleFacts):
         else:
             assert manifest.scoring is not None
             self._encoder_outputs = [manifest.scoring.logits_output]
+        self.memory = manifest.memory
+        # a sequence bundle whose memory weight is 0 decodes as without one: its memory graph is not run
+        self._run_memory = self.memory is not None and (not manifest.is_sequence or self.memory.weight > 0)
+        if self._run_memory:
+            self._encoder_outputs.append(self.memory.embedding_output)
 
     @classmethod
     def load(cls, bundle: str | Path, device: str = "cpu", threads: int = 0, spinning: bool = False,
@@ -102,7 +109,9 @@ class Annotator(BundleFacts):
             from .tensorrt_engine import TensorRTSession
 
             sessions = {name: TensorRTSession(safe_member(bundle, manifest.engines[name]["file"]))
-                        for name in manifest.graphs}
+                          if name in manifest.engines else
+                          create_session(safe_member(bundle, spec.file), spec, device, threads, spinning)
+                        for name, spec in manifest.graphs.items()}
         else:
             sessions = {name: create_session(safe_member(bundle, spec.file), spec, device, threads, spinning)
                         for name, spec in manifest.graphs.items()}
@@ -127,10 +136,24 @@ class Annotator(BundleFacts):
         return np.stack(arrays)
 
     def encode(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Run the encoder graph; returns the outputs decoding reads."""
+        """Run the encoder graph (and the memory graph on its embedding); returns the outputs decoding reads."""
         outputs = self.sessions["encoder"].run(self._encoder_outputs,
                                                {self.manifest.image_input: np.ascontiguousarray(batch, np.float32)})
-        return dict(zip(self._encoder_outputs, outputs))
+        encoded = dict(zip(self._encoder_outputs, outputs))
+        if self._run_memory:
+            memory = self.memory
+            [scores] = self.sessions["memory"].run([memory.scores_output],
+                                                   {memory.embedding_output: encoded[memory.embedding_output]})
+            encoded[memory.scores_output] = scores
+        return encoded
+
+    def label_scores(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
+        """Score bundles: the label scores the thresholds apply to (the head's sigmoid, blended with the
+        memory's scores when the bundle has a memory)."""
+        probs = sigmoid(encoded[self._encoder_outputs[0]])
+        if self.memory is None:
+            return probs
+        return blend_scores(probs, encoded[self.memory.scores_output], self.memory)
 
     def decoding_config(self, beam_width: int | None = None, max_len: int | None = None,
                         forbid_repeat: bool | None = None, length_penalty: float | None = None,
@@ -149,15 +172,21 @@ class Annotator(BundleFacts):
         return DecoderState.start({name: encoded[name] for name in seq.state.values()},
                                   {name: encoded[name] for name in seq.constants})
 
-    def step(self, tokens: np.ndarray, state: DecoderState) -> tuple[np.ndarray, DecoderState, np.ndarray | None]:
+    def step(self, tokens: np.ndarray, state: DecoderState, memory: tuple[np.ndarray, float] | None = None
+             ) -> tuple[np.ndarray, DecoderState, np.ndarray | None]:
         """One decoder-step call: the token, the recurrent rows and each row's constants in, the
-        log-probabilities, the next recurrent rows (by the manifest's state map) and attention out."""
+        log-probabilities, the next recurrent rows (by the manifest's state map) and attention out.
+        With ``memory`` = (memory scores ``[B, V]``, one row per image; weight) the log-probabilities
+        are mixed with the memory's (``memory.interpolate_log_probs``)."""
         seq = self.manifest.sequence
         assert seq is not None
         feed = {seq.token_input: tokens.astype(np.int64, copy=False), **state.inputs()}
         result = dict(zip(self._step_outputs, self.sessions["decoder_step"].run(self._step_outputs, feed)))
         new_state = state.with_rows({target: result[out] for out, target in seq.state.items()})
-        return result[seq.log_probs_output], new_state, result.get(seq.attention_output) if seq.attention_output else None
+        logp = result[seq.log_probs_output]
+        if memory is not None and memory[1] > 0:
+            logp = interpolate_log_probs(logp, memory[0][state.image], memory[1])
+        return logp, new_state, result.get(seq.attention_output) if seq.attention_output else None
 
     def annotate_batch(self, batch: np.ndarray, beam_width: int | None = None, top_k: int | None = None,
                        threshold: float | None = None, keep_alphas: bool = False) -> list[Annotation]:
@@ -165,10 +194,11 @@ class Annotator(BundleFacts):
         encoded = self.encode(batch)
         if self.manifest.is_sequence:
             config = self.decoding_config(beam_width)
-            results = decode(self.step, self.start_state(encoded), config, len(self.vocabulary), keep_alphas,
-                             source=self._step_source)
+            mix = (encoded[self.memory.scores_output], self.memory.weight) if self._run_memory else None
+            results = decode(lambda tokens, state: self.step(tokens, state, mix), self.start_state(encoded),
+                             config, len(self.vocabulary), keep_alphas, source=self._step_source)
             return [Annotation(self.vocabulary.decode(r.labels), r.scores, r.labels, r.alphas) for r in results]
-        return self.labels_from_scores(sigmoid(encoded[self._encoder_outputs[0]]), top_k, threshold)
+        return self.labels_from_scores(self.label_scores(encoded), top_k, threshold)
 
     def labels_from_scores(self, probs: np.ndarray, top_k: int | None = None,
                            threshold: float | None = None) -> list[Annotation]:
@@ -183,10 +213,20 @@ class Annotator(BundleFacts):
                 for i, ids in enumerate(chosen)]
 
     def scores(self, batch: np.ndarray) -> np.ndarray | None:
-        """Sigmoid label scores ``[B, L]`` for score-based bundles, None for recurrent ones."""
+        """Label scores ``[B, L]`` for score-based bundles (sigmoid, blended with the memory's), None for
+        recurrent ones."""
         if self.manifest.is_sequence:
             return None
-        return sigmoid(self.encode(batch)[self._encoder_outputs[0]])
+        return self.label_scores(self.encode(batch))
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """The encoder's L2-normalised embeddings ``[B, D]`` (what the label memory stores and searches)."""
+        name = self.memory.embedding_output if self.memory is not None else EMBEDDING_OUTPUT
+        if name not in self.manifest.graphs["encoder"].output_names():
+            raise ValueError(f"{self.bundle}: the encoder has no {name!r} output (exported before format 3); "
+                             "re-export the checkpoint")
+        [out] = self.sessions["encoder"].run([name], {self.manifest.image_input: np.ascontiguousarray(batch, np.float32)})
+        return out
 
     def annotate(self, images: Iterable[ImageLike], batch_size: int = 8, **options) -> list[Annotation]:
         """Annotate images given as paths, PIL images or uint8 arrays; the next batches are decoded in

@@ -22,7 +22,10 @@ from .preprocessing import PreprocessConfig
 from .vocabulary import Vocabulary
 
 FORMAT = "corel-annotate/bundle"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (2, 3)
+"""Version 3 adds the optional ``memory`` section (and the ``memory`` graph); a version-2 manifest is
+a version-3 manifest without one, so both are read."""
 MANIFEST = "manifest.json"
 SCHEMA_FILE = Path(__file__).with_name("bundle.schema.json")
 DTYPES = ("float32", "float16", "int64")
@@ -90,6 +93,34 @@ class SequenceSpec:
 
 
 @dataclass(frozen=True)
+class MemorySpec:
+    """The label memory: kNN label transfer over stored, labelled example embeddings.
+
+    The encoder output ``embedding_output`` ``[B, D]`` (L2-normalised) is the only input of the
+    ``memory`` graph, whose tensors hold the ``examples`` stored embeddings and their label sets.
+    Its output ``scores_output`` ``[B, V]`` is, for each label, the softmax-weighted (``temperature``)
+    share of the ``k`` most similar examples (cosine) that carry it: a probability in [0, 1].  ``k``
+    and ``temperature`` are baked into the graph and stated here; ``weight`` says how the memory's
+    scores combine with the bundle's own:
+
+    * ``scores``: ``score = (1 - weight) * sigmoid(logit) + weight * memory`` for the first
+      ``head_labels`` labels (the ones the encoder's logits cover) and ``score = memory`` for the
+      labels after them (added to the memory without retraining); thresholds apply to ``score``;
+    * ``sequence``: every step's probabilities become ``(1 - weight) * p + weight * q`` before
+      masking, where ``q`` keeps the step's stop probability and shares the rest among the labels
+      in proportion to the image's memory scores (kNN-LM); ``weight`` 0 leaves decoding unchanged."""
+
+    embedding_output: str
+    scores_output: str
+    k: int
+    temperature: float
+    weight: float
+    examples: int
+    head_labels: int
+    graph: Literal["memory"] = "memory"
+
+
+@dataclass(frozen=True)
 class BundleManifest:
     """``manifest.json``: a bundle's kind (``scores``: the encoder gives label logits; ``sequence``: a
     decoder_step graph emits labels one at a time), its vocabulary, how photos become the encoder's
@@ -103,6 +134,7 @@ class BundleManifest:
     graphs: dict[str, GraphSpec]
     scoring: ScoringSpec | None = None
     sequence: SequenceSpec | None = None
+    memory: MemorySpec | None = None
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
     opset: int = 17
     versions: dict[str, str] = field(default_factory=dict)
@@ -139,9 +171,10 @@ class BundleManifest:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"{source}: not a corel-annotate bundle manifest")
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS or isinstance(version, bool):
             raise ValueError(f"{source}: bundle format version {version!r} is not supported (this runtime reads "
-                             f"version {FORMAT_VERSION}); re-export the checkpoint with this corel-export")
+                             f"versions {', '.join(map(str, READABLE_VERSIONS))}); re-export the checkpoint with "
+                             "this corel-export")
         try:
             manifest = from_json(cls, data, "")
             manifest.check()
@@ -173,6 +206,7 @@ class BundleManifest:
             self._check_scores(n)
         else:
             self._check_sequence(n)
+        self._check_memory(n)
         for graph in self.graphs.values():
             if graph.file not in self.files:
                 raise ValueError(f"files: no sha256 recorded for {graph.file}")
@@ -186,14 +220,16 @@ class BundleManifest:
         scoring = self.scoring
         if scoring is None or self.sequence is not None:
             raise ValueError("a scores bundle needs a 'scoring' section and no 'sequence' section")
-        if set(self.graphs) != {"encoder"}:
-            raise ValueError(f"graphs: a scores bundle has one graph, 'encoder' (got {sorted(self.graphs)})")
+        if set(self.graphs) - {"memory"} != {"encoder"}:
+            raise ValueError(f"graphs: a scores bundle has one graph, 'encoder', and may have 'memory' "
+                             f"(got {sorted(self.graphs)})")
         encoder = self.graphs["encoder"]
         if scoring.logits_output not in encoder.output_names():
             raise ValueError(f"scoring.logits_output: the encoder has no output {scoring.logits_output!r}")
         shape = encoder.output(scoring.logits_output).shape
-        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != n):
-            raise ValueError(f"scoring.logits_output: shape {list(shape)}, expected [batch, {n}]")
+        head = self.memory.head_labels if self.memory is not None else n
+        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != head):
+            raise ValueError(f"scoring.logits_output: shape {list(shape)}, expected [batch, {head}]")
         if len(scoring.thresholds) != n:
             raise ValueError(f"scoring.thresholds: {len(scoring.thresholds)} thresholds for {n} labels")
         if any(not 0.0 <= t <= 1.0 for t in scoring.thresholds):
@@ -207,8 +243,9 @@ class BundleManifest:
         seq = self.sequence
         if seq is None or self.scoring is not None:
             raise ValueError("a sequence bundle needs a 'sequence' section and no 'scoring' section")
-        if set(self.graphs) != {"encoder", "decoder_step"}:
-            raise ValueError(f"graphs: a sequence bundle has 'encoder' and 'decoder_step' (got {sorted(self.graphs)})")
+        if set(self.graphs) - {"memory"} != {"encoder", "decoder_step"}:
+            raise ValueError(f"graphs: a sequence bundle has 'encoder' and 'decoder_step', and may have 'memory' "
+                             f"(got {sorted(self.graphs)})")
         encoder, step = self.graphs["encoder"], self.graphs["decoder_step"]
         fed = [seq.token_input, *seq.state.values(), *seq.constants]
         if len(set(fed)) != len(fed):
@@ -237,6 +274,35 @@ class BundleManifest:
             raise ValueError(f"sequence: stop_id {seq.stop_id} and start_id {seq.start_id} must be {n} and {n + 1} "
                              f"for {n} labels")
         seq.decoding.check_labels(n)
+
+    def _check_memory(self, n: int) -> None:
+        memory = self.memory
+        if memory is None:
+            if "memory" in self.graphs:
+                raise ValueError("graphs: a 'memory' graph needs a 'memory' section")
+            return
+        if "memory" not in self.graphs:
+            raise ValueError("memory: the bundle has no 'memory' graph")
+        graph, encoder = self.graphs["memory"], self.graphs["encoder"]
+        if memory.embedding_output not in encoder.output_names():
+            raise ValueError(f"memory.embedding_output: the encoder has no output {memory.embedding_output!r}")
+        if graph.input_names() != [memory.embedding_output]:
+            raise ValueError(f"graphs.memory: inputs {graph.input_names()}, expected [{memory.embedding_output!r}]")
+        if memory.scores_output not in graph.output_names():
+            raise ValueError(f"memory.scores_output: the memory graph has no output {memory.scores_output!r}")
+        shape = graph.output(memory.scores_output).shape
+        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != n):
+            raise ValueError(f"memory.scores_output: shape {list(shape)}, expected [batch, {n}]")
+        if encoder.output(memory.embedding_output).shape[1:] != graph.inputs[0].shape[1:]:
+            raise ValueError("graphs.memory: its input does not take the encoder's embedding shape")
+        if memory.examples < 1 or not 1 <= memory.k <= memory.examples:
+            raise ValueError(f"memory: k {memory.k} must be between 1 and the {memory.examples} examples")
+        if not memory.temperature > 0 or not 0.0 <= memory.weight <= 1.0:
+            raise ValueError(f"memory: temperature {memory.temperature} must be > 0 and weight {memory.weight} "
+                             "in [0, 1]")
+        if not 1 <= memory.head_labels <= n or (self.kind == "sequence" and memory.head_labels != n):
+            raise ValueError(f"memory.head_labels: {memory.head_labels}; between 1 and {n} (all {n} for a "
+                             "sequence bundle)")
 
 
 def sha256_file(path: Path) -> str:

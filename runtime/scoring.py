@@ -22,17 +22,25 @@ def check_options(top_k: int | None, threshold: float | None) -> None:
 
 def select_labels(probs: np.ndarray, thresholds: Sequence[float] | np.ndarray,
                   top_k: int | None = None, min_labels: int = 0) -> list[list[int]]:
-    """Per image, the label ids whose score reaches that label's threshold, best first, at most ``top_k``
-    (None or 0: no cap); an image with fewer than ``min_labels`` such labels gets its ``min_labels``
-    best-scored labels instead (every training image has a label, so an empty answer is never right)."""
+    """Per image, the label ids whose score reaches that label's threshold, at most ``top_k`` (None or 0:
+    no cap); an image with fewer than ``min_labels`` such labels gets its ``min_labels`` best labels
+    instead (every training image has a label, so an empty answer is never right).
+
+    Labels rank by score relative to their own threshold (``score / threshold``; a threshold of 0 ranks
+    first), ties toward the lower threshold, then the lower id: with one threshold for every label
+    this is the order of the scores, and with per-label thresholds the cap and the floor keep the
+    labels that clear their own bar by the most."""
     thr = np.asarray(thresholds, dtype=np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = probs.astype(np.float64) / thr.astype(np.float64)
+    ratio = np.where(thr > 0, ratio, np.inf)
     out = []
-    for row in probs:
-        ids = np.flatnonzero(row >= thr)
-        ids = ids[np.argsort(-row[ids], kind="stable")]
+    for row, rel in zip(probs, ratio):
+        order = np.lexsort((np.arange(thr.size), thr, -rel))
+        ids = order[row[order] >= thr[order]]
         if top_k:
             ids = ids[:top_k]
         if ids.size < min_labels:
-            ids = np.argsort(-row, kind="stable")[:min_labels]
+            ids = order[:min_labels]
         out.append([int(i) for i in ids])
     return out

@@ -81,3 +81,17 @@ def balanced_threshold(scores: np.ndarray, targets: np.ndarray, top_k: int = 0, 
         if value > best_value:
             best, best_value = float(t), value
     return best
+
+
+def shrunk_thresholds(scores: np.ndarray, targets: np.ndarray, top_k: int = 0, min_labels: int = 0,
+                      prior: float = 5.0, grid: np.ndarray = GRID) -> np.ndarray:
+    """Per-label thresholds that trust a label's own data as far as it has any: each label's F1-best
+    threshold, shrunk toward the :func:`balanced_threshold` by ``n / (n + prior)`` (n: the label's
+    positives here), so a label seen once or twice keeps almost the global threshold.  Meant for
+    :func:`runtime.scoring.select_labels` with the cap and the floor, which ranks labels by score
+    relative to threshold."""
+    overall = balanced_threshold(scores, targets, top_k, min_labels, grid)
+    own = tune_thresholds(scores, targets, "f1", grid)
+    n = np.asarray(targets, dtype=bool).sum(axis=0).astype(np.float64)
+    share = n / (n + prior)
+    return np.clip(overall + share * (own.astype(np.float64) - overall), 0.0, 1.0).astype(np.float32)

@@ -25,7 +25,7 @@ from corel_annotate.runtime.dataset import CorelDataset
 from corel_annotate.runtime.manifest import BundleManifest, load_manifest
 from corel_annotate.runtime.preprocessing import preprocess_file
 from corel_annotate.runtime.web_server import PageConfig, WebServer
-from test_manifest_schema import VALIDATOR, _get, manifests, set_path, typed_fields, wrong_value
+from test_manifest_schema import MEMORY_MUTATIONS, VALIDATOR, _get, manifests, set_path, typed_fields, wrong_value
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -172,7 +172,7 @@ def test_tampered_bundles_are_refused_in_the_page(browser, bundles, photos, tmp_
     manifest["format_version"] = 1
     (version / "manifest.json").write_text(json.dumps(manifest))
     expected = {graph: "encoder.onnx: sha256", fields: 'manifest.scoring: unknown field "colour"',
-                version: "manifest.format_version: must be 2"}
+                version: "manifest.format_version: must be one of 2, 3"}
     for bundle, message in expected.items():
         with WebServer(bundle, photos=photos) as server:
             page = open_page(browser, server)
@@ -242,3 +242,104 @@ def test_browser_schema_check_agrees_with_jsonschema(pages, manifest, data):
     assert (schema_problem is None) == VALIDATOR.is_valid(m), (change, schema_problem)
     if change == "none":
         assert rule_problem is None, rule_problem
+
+
+# --- bundles with a label memory -----------------------------------------------------------------
+def _with_memory_weight(bundle: Path, weight: float, out: Path) -> Path:
+    """A copy of ``bundle`` whose manifest's memory weight is ``weight`` (the graphs, and so the sha256 the
+    manifest records, are unchanged: the weight is applied by the runtime, not baked into a graph)."""
+    shutil.copytree(bundle, out)
+    data = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    data["memory"]["weight"] = weight
+    (out / "manifest.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
+    assert load_manifest(out, verify=True).memory.weight == weight
+    return out
+
+
+@pytest.fixture(scope="module")
+def memory_cases(memory_bundles, photos, tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """Per case, a bundle with a label memory that the runtime really applies, and the photos to serve with it:
+
+    * ``scores``: the exported ml-gcn memory bundle (its weight set to 0.5 if the exporter chose 0, so the
+      blend does something);
+    * ``sequence``: the attention memory bundle with kNN-LM weight 0.3 (the exporter may choose 0);
+    * ``added``: the scores bundle after ``corel-memory add`` of photos that bring an 11th label, which only
+      the memory scores (``head_labels`` < V), served with those photos."""
+    from corel_annotate.export.memory import add_examples
+    from corel_annotate.training.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("web-memory")
+    scores = memory_bundles["ml-gcn"]
+    if load_manifest(scores).memory.weight == 0:
+        scores = _with_memory_weight(scores, 0.5, root / "ml-gcn-w05.bundle")
+    sequence = _with_memory_weight(memory_bundles["attention"], 0.3, root / "attention-w03.bundle")
+    extra = root / "extra-data"
+    generate(extra, SynthConfig(images=80, labels=11, scenes=3, image_size=128, max_labels=4, seed=3))
+    added, edit = add_examples(scores, extra, root / "ml-gcn-added.bundle", log=lambda _m: None)
+    assert edit.added_labels == [added.vocabulary[-1]] and added.memory.head_labels == len(added.vocabulary) - 1
+    extra_photos = root / "extra-photos"
+    extra_photos.mkdir()
+    for sample in CorelDataset(extra).read("test").samples:
+        shutil.copy(sample.path, extra_photos / sample.path.name)
+    return {"scores": (scores, photos), "sequence": (sequence, photos),
+            "added": (root / "ml-gcn-added.bundle", extra_photos)}
+
+
+@pytest.fixture(scope="module")
+def memory_pages(browser, memory_cases):
+    servers = {case: WebServer(bundle, photos=served).start() for case, (bundle, served) in memory_cases.items()}
+    try:
+        yield {case: open_page(browser, s, "?threads=2&backend=wasm") for case, s in servers.items()}
+    finally:
+        for s in servers.values():
+            s.stop()
+
+
+SCORES_JS = """async ([x, n]) => {
+  const { annotator } = await window.corel.ready;
+  return Array.from(await annotator.scores(Float32Array.from(x), n));
+}"""
+
+
+@pytest.mark.parametrize("case,beam", [("scores", None), ("sequence", 1), ("sequence", 3), ("added", None)])
+def test_browser_applies_the_label_memory_as_python_does(memory_pages, memory_cases, case, beam):
+    """The page runs the memory graph and blends (scores) or interpolates (sequence, kNN-LM) as the Python
+    runtime does: the same labels, scores within 1e-3, and for score bundles every label's score equal."""
+    bundle, served = memory_cases[case]
+    page = memory_pages[case]
+    assert page.get_attribute("#status", "class") == "ready", page.inner_text("#status")
+    manifest = load_manifest(bundle)
+    assert manifest.memory is not None and manifest.memory.weight > 0
+    names = [(p.name, p) for p in sorted(served.iterdir()) if not p.name.startswith("x-")]
+    agree, score_err, _ = _parity(page, bundle, names, beam)
+    assert agree >= 0.99, f"{case} beam {beam}: {agree:.1%} of label sets equal"
+    assert score_err <= 1e-3
+    if manifest.kind == "scores":  # every label's blended score, on the same preprocessed pixels
+        annotator = Annotator.load(bundle, device="cpu")
+        batch = np.stack([preprocess_file(path, manifest.preprocess) for _, path in names[:8]])
+        want = annotator.scores(batch)
+        got = np.asarray(page.evaluate(SCORES_JS, [batch.ravel().tolist(), len(batch)]), dtype=np.float32)
+        assert got.shape == (want.size,)
+        np.testing.assert_allclose(got.reshape(want.shape), want, atol=1e-3, rtol=0)
+        if case == "added":  # the added label is scored by the memory alone
+            assert want[:, -1].max() > 0
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(manifest=manifests(memory=True))
+def test_browser_manifest_check_refuses_broken_memories(pages, manifest):
+    """A valid manifest with a label memory passes the page's checks; each broken memory (no memory graph,
+    a memory graph without its section, k above the examples, weight outside [0, 1], ...) passes the schema
+    and is refused by the page's cross-field rules, as by the Python loader."""
+    schema_problem, rule_problem = pages["ml-gcn"].evaluate(CHECK_JS, manifest)
+    assert schema_problem is None and rule_problem is None, (schema_problem, rule_problem)
+    for i, mutate in enumerate(MEMORY_MUTATIONS):
+        broken = copy.deepcopy(manifest)
+        mutate(broken)
+        VALIDATOR.validate(broken)
+        with pytest.raises(ValueError):
+            BundleManifest.from_dict(broken)
+        schema_problem, rule_problem = pages["ml-gcn"].evaluate(CHECK_JS, broken)
+        assert schema_problem is None, (i, schema_problem)
+        assert rule_problem is not None, f"memory mutation {i} accepted by the page: {broken.get('memory')}"
+        assert "\n" not in rule_problem

@@ -35,11 +35,17 @@ def test_every_exported_manifest_validates_against_the_schema(bundles):
     assert kinds == {"scores", "sequence"}
 
 
-def test_a_version_1_manifest_is_refused_with_a_re_export_hint(bundles, tmp_path):
+@pytest.mark.parametrize("version", [1, 4])
+def test_an_unknown_version_is_refused_with_a_re_export_hint(bundles, version):
     data = json.loads((bundles["ria"][1] / "manifest.json").read_text(encoding="utf-8"))
-    data["format_version"] = 1
-    with pytest.raises(ValueError, match="version 1 is not supported.*re-export"):
+    data["format_version"] = version
+    with pytest.raises(ValueError, match=rf"version {version} is not supported \(this runtime reads versions 2, 3\).*re-export"):
         BundleManifest.from_dict(data, SOURCE)
+    assert not VALIDATOR.is_valid(data)
+    for readable in (2, 3):  # a version-2 manifest is a version-3 one without a memory: both are read
+        data["format_version"] = readable
+        VALIDATOR.validate(data)
+        assert BundleManifest.from_dict(data, SOURCE).format_version == readable
 
 
 # --- random manifests ---------------------------------------------------------------------------
@@ -52,24 +58,29 @@ def tensor(name: str, dtype: str, *dims) -> dict:
 
 
 @st.composite
-def manifests(draw) -> dict:
-    """A valid manifest of either kind, with random tensor names, sizes and settings."""
+def manifests(draw, memory: bool | None = None) -> dict:
+    """A valid manifest of either kind, with random tensor names, sizes and settings, and a label memory
+    (its graph fed by an encoder embedding output) when ``memory`` is true (randomly when None)."""
     n = draw(st.integers(1, 6))
     size = draw(st.integers(8, 96))
     names = draw(st.lists(NAMES, min_size=12, max_size=12, unique=True))
     image = names[0]
+    memory = draw(st.booleans()) if memory is None else memory
     data: dict[str, Any] = {
-        "format": FORMAT, "format_version": 2, "vocabulary": [f"label{i}" for i in range(n)], "image_input": image,
+        "format": FORMAT, "format_version": 3 if memory else draw(st.sampled_from([2, 3])),
+        "vocabulary": [f"label{i}" for i in range(n)], "image_input": image,
         "preprocess": {"image_size": size, "mean": draw(st.lists(st.floats(0, 1), min_size=3, max_size=3)),
                        "std": draw(st.lists(st.floats(0.1, 1), min_size=3, max_size=3))},
         "precision": draw(st.sampled_from(["fp32", "fp16", "int8"])), "opset": draw(st.integers(13, 21)),
         "source": {"method": draw(NAMES), "anything": draw(st.integers())},
     }
     image_in = tensor(image, "float32", 3, size, size)
-    if draw(st.booleans()):
+    scores = draw(st.booleans())
+    head = draw(st.integers(1, n)) if memory and scores else n  # labels added to a scores bundle's memory
+    if scores:
         data["kind"] = "scores"
         data["graphs"] = {"encoder": {"file": "encoder.onnx", "inputs": [image_in],
-                                      "outputs": [tensor(names[1], "float32", n)]}}
+                                      "outputs": [tensor(names[1], "float32", head)]}}
         data["scoring"] = {"logits_output": names[1], "thresholds": draw(st.lists(st.floats(0, 1), min_size=n, max_size=n)),
                            "top_k": draw(st.none() | st.integers(1, n)), "min_labels": draw(st.integers(0, n))}
     else:
@@ -98,6 +109,15 @@ def manifests(draw) -> dict:
                          "min_labels": draw(st.integers(0, min(max_len, n) if forbid else max_len)),
                          "length_penalty": draw(st.floats(-2, 2)),
                          "length_penalty_formula": draw(st.sampled_from(["n^alpha", "gnmt"]))}}
+    if memory:
+        dim, examples = draw(st.integers(1, 16)), draw(st.integers(1, 500))
+        embedding, memory_scores = names[10], names[11]
+        data["graphs"]["encoder"]["outputs"].append(tensor(embedding, "float32", dim))
+        data["graphs"]["memory"] = {"file": "memory.onnx", "inputs": [tensor(embedding, "float32", dim)],
+                                    "outputs": [tensor(memory_scores, "float32", n)]}
+        data["memory"] = {"embedding_output": embedding, "scores_output": memory_scores, "examples": examples,
+                          "k": draw(st.integers(1, examples)), "temperature": draw(st.floats(1e-3, 10)),
+                          "weight": draw(st.floats(0, 1)), "head_labels": head, "graph": "memory"}
     data["files"] = {g["file"]: draw(HEX) for g in data["graphs"].values()}
     return data
 
@@ -205,10 +225,29 @@ def test_loader_refuses_every_corrupted_manifest_in_one_line(manifest, data):
                           lambda d: d["scoring"].update(top_k=0),
                           lambda d: d["scoring"]["thresholds"].__setitem__(0, 1.5),
                           lambda d: d["scoring"].update(logits_output="missing")]
+        if "memory" in manifest:
+            mutations += MEMORY_MUTATIONS
         data.draw(st.sampled_from(mutations))(broken)
     refused_in_one_line(broken)
     if how in ("drop", "retype", "unknown"):
         assert not VALIDATOR.is_valid(broken), f"the schema should refuse it too ({how})"
+
+
+# broken label memories, schema-valid: the cross-field rules (Python's and the browser's) refuse each
+MEMORY_MUTATIONS = [
+    lambda d: d["graphs"].pop("memory"),                                          # a memory section without its graph
+    lambda d: d.pop("memory"),                                                    # a memory graph without its section
+    lambda d: d["memory"].update(k=d["memory"]["examples"] + 1),                  # k > examples
+    lambda d: d["memory"].update(k=0),
+    lambda d: d["memory"].update(weight=1.5),                                     # weight outside [0, 1]
+    lambda d: d["memory"].update(weight=-0.25),
+    lambda d: d["memory"].update(temperature=0.0),
+    lambda d: d["memory"].update(head_labels=len(d["vocabulary"]) + 1),
+    lambda d: d["memory"].update(embedding_output="missing"),
+    lambda d: d["memory"].update(scores_output="missing"),
+    lambda d: d["graphs"]["memory"]["outputs"][0]["shape"].__setitem__(1, len(d["vocabulary"]) + 1),
+    lambda d: d["graphs"]["memory"]["inputs"][0]["shape"].append(2),
+]
 
 
 def _get(data: Any, path: tuple) -> Any:

@@ -61,9 +61,10 @@ def start_server(bundles_args: list[str], ports: list[int], *extra: str) -> subp
 
 
 @pytest.fixture(scope="module")
-def server(bundles):
+def server(bundles, memory_bundles):
     ports = free_ports(3)
-    proc = start_server(["--model", str(bundles["attention"][1]), "--model", str(bundles["ml-gcn"][1])], ports,
+    proc = start_server(["--model", str(bundles["attention"][1]), "--model", str(bundles["ml-gcn"][1]),
+                         "--model", f"ml-gcn-memory={memory_bundles['ml-gcn']}"], ports,
                         "--device", "cpu", "--precision", "fp32", "--max-image-bytes", str(MAX_IMAGE_BYTES))
     srv = Server(proc, ports)
     deadline = time.time() + 180
@@ -114,10 +115,13 @@ def assert_same_records(local: dict, remote: dict) -> None:
 
 
 @pytest.mark.parametrize("method,options,protocol", [("attention", ["--beam-width", "3"], "http"),
-                                                     ("attention", [], "grpc"), ("ml-gcn", ["--top-k", "2"], "http")])
-def test_server_records_equal_in_process_records(server, bundles, photos, tmp_path, method, options, protocol):
+                                                     ("attention", [], "grpc"), ("ml-gcn", ["--top-k", "2"], "http"),
+                                                     ("ml-gcn-memory", [], "grpc")])
+def test_server_records_equal_in_process_records(server, bundles, memory_bundles, photos, tmp_path, method, options,
+                                                 protocol):
     local, remote = tmp_path / "local.jsonl", tmp_path / "remote.jsonl"
-    run = runner.invoke(infer_app, [str(photos), "-m", str(bundles[method][1]), "-o", str(local), "--no-progress",
+    bundle = memory_bundles["ml-gcn"] if method == "ml-gcn-memory" else bundles[method][1]
+    run = runner.invoke(infer_app, [str(photos), "-m", str(bundle), "-o", str(local), "--no-progress",
                                     "--device", "cpu", *options])
     assert run.exit_code == 1, run.output
     url = server.url if protocol == "http" else f"grpc://127.0.0.1:{server.ports[1]}"

@@ -86,3 +86,34 @@ def test_select_labels_cap_and_floor():
     # the floor fills an image that has too few labels above threshold with its best-scored ones
     assert select_labels(probs, thr, top_k=2, min_labels=1) == [[0, 1], [2], [0]]
     assert select_labels(probs, thr, min_labels=2) == [[0, 1, 2], [2, 0], [0, 1]]
+
+
+def test_labels_rank_by_score_relative_to_their_threshold():
+    from corel_annotate.runtime.scoring import select_labels
+
+    probs = np.array([[0.6, 0.9, 0.3, 0.9], [0.1, 0.2, 0.05, 0.0]], dtype=np.float32)
+    # one threshold: score order, ties to the lower id; the floor takes the best label
+    assert select_labels(probs, [0.5] * 4, top_k=2, min_labels=1) == [[1, 3], [1]]
+    # per-label: 0.3/0.1 = 3 ranks before 0.9/0.5 = 1.8, 0.6/0.5 = 1.2 and 0.9/0.8 = 1.125; the cap keeps the first two
+    assert select_labels(probs, [0.5, 0.8, 0.1, 0.5], top_k=2, min_labels=1) == [[2, 3], [2]]
+    # equal ratios: the lower threshold first
+    assert select_labels(np.array([[0.4, 0.2]], dtype=np.float32), [0.8, 0.4], min_labels=0) == [[]]
+    assert select_labels(np.array([[0.8, 0.4]], dtype=np.float32), [0.8, 0.4]) == [[1, 0]]
+
+
+def test_shrunk_thresholds_follow_the_labels_own_evidence():
+    from corel_annotate.runtime.thresholds import balanced_threshold, shrunk_thresholds
+
+    rng = np.random.default_rng(3)
+    targets = np.zeros((200, 3), dtype=bool)
+    targets[:100, 0] = True   # 100 positives: nearly its own threshold
+    targets[:1, 1] = True     # 1 positive: nearly the global one
+    scores = rng.random((200, 3)).astype(np.float32) * 0.5
+    scores[:100, 0] += 0.45
+    scores[0, 1] = 0.95
+    overall = balanced_threshold(scores, targets)
+    own = tune_thresholds(scores, targets, "f1")
+    got = shrunk_thresholds(scores, targets, prior=5.0)
+    assert got[0] == pytest.approx(overall + 100 / 105 * (own[0] - overall), abs=1e-6)
+    assert got[1] == pytest.approx(overall + 1 / 6 * (own[1] - overall), abs=1e-6)
+    assert got[2] == pytest.approx(overall, abs=1e-6)  # no positives: the global threshold

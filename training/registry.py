@@ -23,6 +23,9 @@ IMAGE_INPUT = "images"
 TOKEN_INPUT = "token"
 LOGITS_OUTPUT = "logits"
 LOG_PROBS_OUTPUT = "log_probs"
+EMBEDDING_OUTPUT = "embedding"
+"""Every encoder's last output: the L2-normalised pooled features ``[B, D]`` that the label memory
+stores and searches (``AnnotationModel.embedding``)."""
 
 
 @dataclass(frozen=True)
@@ -87,16 +90,17 @@ class MethodSpec:
 
 
 def scores_graphs() -> dict[str, GraphDecl]:
-    """``images -> logits``: one graph for every score-based method."""
-    return {"encoder": GraphDecl((IO(IMAGE_INPUT),), (IO(LOGITS_OUTPUT),))}
+    """``images -> (logits, embedding)``: one graph for every score-based method."""
+    return {"encoder": GraphDecl((IO(IMAGE_INPUT),), (IO(LOGITS_OUTPUT), IO(EMBEDDING_OUTPUT)))}
 
 
 def sequence_graphs(state: tuple[str, ...], constants: tuple[str, ...] = (), extra_outputs: tuple[str, ...] = ()
                     ) -> dict[str, GraphDecl]:
-    """An encoder giving the initial ``state`` and the ``constants``, and a step graph
+    """An encoder giving the initial ``state``, the ``constants`` and the embedding, and a step graph
     ``(token, *state, *constants) -> (log_probs, *state_out, *extra_outputs)``."""
     return {
-        "encoder": GraphDecl((IO(IMAGE_INPUT),), tuple(IO(n) for n in state + constants)),
+        "encoder": GraphDecl((IO(IMAGE_INPUT),), tuple(IO(n) for n in state + constants)
+                             + (IO(EMBEDDING_OUTPUT),)),
         "decoder_step": GraphDecl((IO(TOKEN_INPUT, "int64"),) + tuple(IO(n) for n in state + constants),
                                   (IO(LOG_PROBS_OUTPUT),) + tuple(IO(f"{n}_out") for n in state)
                                   + tuple(IO(n) for n in extra_outputs)),

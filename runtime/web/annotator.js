@@ -39,6 +39,39 @@ function sigmoid(x) {
   return Math.fround(x >= 0 ? 1 / (1 + Math.exp(-x)) : Math.exp(x) / (1 + Math.exp(x)));
 }
 
+/** Score bundles with a memory (runtime/memory.py's blend_scores, in float32): ``(1 - w) * sigmoid(logit) + w * memory``
+ * for the head's labels, the memory's score alone for the labels after them; [B, V]. */
+export function blendScores(probs, memoryScores, count, memory) {
+  const head = memory.head_labels, V = memoryScores.length / count;
+  const w = Math.fround(memory.weight), keep = Math.fround(1 - w);
+  const out = Float32Array.from(memoryScores);
+  for (let i = 0; i < count; i++) {
+    for (let j = 0; j < head; j++) {
+      out[i * V + j] = Math.fround(Math.fround(keep * probs[i * head + j]) + Math.fround(w * memoryScores[i * V + j]));
+    }
+  }
+  return out;
+}
+
+/** Sequence bundles (kNN-LM; runtime/memory.py's interpolate_log_probs, in float64): each row's step log-probabilities
+ * [R, V + 1] mixed with the memory scores [B, V] of its image: log((1 - w) * p + w * q), where q keeps the step's stop
+ * probability and shares the rest among the labels in proportion to the memory scores (a row whose memory scores are
+ * all 0 keeps p); weight 0 returns logp unchanged. */
+export function interpolateLogProbs(logp, memoryScores, image, weight) {
+  if (weight === 0) return logp;
+  const W = logp.length / image.length, V = W - 1;
+  const out = new Float64Array(logp.length);
+  const p = new Float64Array(W), q = new Float64Array(W);
+  image.forEach((b, r) => {
+    for (let i = 0; i < W; i++) q[i] = p[i] = Math.exp(logp[r * W + i]);
+    let mass = 0;
+    for (let j = 0; j < V; j++) mass += memoryScores[b * V + j];
+    if (mass > 0) for (let j = 0; j < V; j++) q[j] = (1 - p[V]) * (memoryScores[b * V + j] / mass);
+    for (let i = 0; i < W; i++) out[r * W + i] = Math.log((1 - weight) * p[i] + weight * q[i]);
+  });
+  return out;
+}
+
 export class Annotator {
   constructor(ort, bundle, sessions, backend) {
     this.ort = ort;
@@ -47,6 +80,9 @@ export class Annotator {
     this.sessions = sessions;
     this.backend = backend;
     this.vocabulary = bundle.manifest.vocabulary;
+    this.memory = bundle.manifest.memory ?? null;
+    // a sequence bundle whose memory weight is 0 decodes as without one: its memory graph is not run
+    this.runMemory = !!this.memory && (this.manifest.kind === "scores" || this.memory.weight > 0);
   }
 
   /** Load and verify the bundle at ``url`` and create its sessions (WebGPU first when asked and available). */
@@ -81,27 +117,37 @@ export class Annotator {
     const result = await this.sessions.encoder.run(feeds);
     const out = {};
     for (const [k, v] of Object.entries(result)) out[k] = { data: v.data, dims: v.dims.slice(), dtype: v.type };
+    if (this.runMemory) {  // the memory graph on the encoder's embedding: per-label scores [B, V]
+      const { embedding_output: name, scores_output: scores } = this.memory;
+      const e = out[name];
+      const r = (await this.sessions.memory.run({ [name]: tensorOf(this.ort, e.dtype, e.data, e.dims) }))[scores];
+      out[scores] = { data: r.data, dims: r.dims.slice(), dtype: r.type };
+    }
     return out;
   }
 
+  /** Label scores [B, V] of a scores bundle: the sigmoid of its logits, blended with its memory's scores when it has one. */
   async scores(batch, count) {
     const enc = await this.encode(batch, count);
-    const logits = enc[this.manifest.scoring.logits_output].data;
-    return Float32Array.from(logits, sigmoid);
+    const probs = Float32Array.from(enc[this.manifest.scoring.logits_output].data, sigmoid);
+    return this.memory ? blendScores(probs, enc[this.memory.scores_output].data, count, this.memory) : probs;
   }
 
+  /** runtime/scoring.py's select_labels: the labels whose score reaches their threshold, ranked by score relative to
+   * their threshold (score / threshold in float64, a threshold of 0 first; ties to the lower threshold, then the lower
+   * id), at most topK; fewer than min_labels: the min_labels first of that ranking. */
   labelsFromScores(probs, count, { topK = null, threshold = null } = {}) {
     const sc = this.manifest.scoring, V = this.vocabulary.length;
     const k = topK ?? sc.top_k;
+    const thr = Float32Array.from({ length: V }, (_, j) => threshold ?? sc.thresholds[j]);
     const out = [];
     for (let i = 0; i < count; i++) {
       const row = probs.subarray(i * V, (i + 1) * V);
-      const byScore = (a, b) => (row[b] - row[a]) || (a - b);
-      let ids = [];
-      for (let j = 0; j < V; j++) if (row[j] >= Math.fround(threshold ?? sc.thresholds[j])) ids.push(j);
-      ids.sort(byScore);
+      const rel = Float64Array.from(thr, (t, j) => (t > 0 ? row[j] / t : Infinity));
+      const order = [...Array(V).keys()].sort((a, b) => (rel[b] - rel[a]) || (thr[a] - thr[b]) || (a - b));
+      let ids = order.filter((j) => row[j] >= thr[j]);
       if (k) ids = ids.slice(0, k);
-      if (ids.length < sc.min_labels) ids = [...Array(V).keys()].sort(byScore).slice(0, sc.min_labels);
+      if (ids.length < sc.min_labels) ids = order.slice(0, sc.min_labels);
       out.push({ labels: ids.map((j) => this.vocabulary[j]), label_ids: ids, scores: ids.map((j) => row[j]), attention: [] });
     }
     return out;
@@ -122,7 +168,9 @@ export class Annotator {
     return new DecoderState(rows, Int32Array.from({ length: batch }, (_, i) => i), constants);
   }
 
-  async step(tokens, state) {
+  /** One decoder step; with ``mix`` = {scores: the memory scores [B, V], weight} each row's log-probabilities are mixed
+   * with its image's memory scores (interpolateLogProbs) before decoding masks them. */
+  async step(tokens, state, mix = null) {
     const seq = this.manifest.sequence;
     const feeds = { [seq.token_input]: tensorOf(this.ort, "int64", tokens, [tokens.length]) };
     for (const [name, t] of Object.entries(state.inputs())) feeds[name] = tensorOf(this.ort, t.dtype, t.data, t.dims);
@@ -133,8 +181,10 @@ export class Annotator {
       rows[target] = { data: r.data, dims: r.dims.slice(), dtype: r.type };
     }
     const alpha = seq.attention_output ? result[seq.attention_output] : null;
+    let logp = result[seq.log_probs_output].data;
+    if (mix && mix.weight > 0) logp = interpolateLogProbs(logp, mix.scores, state.image, mix.weight);
     return {
-      logp: result[seq.log_probs_output].data,
+      logp,
       state: new DecoderState(rows, state.image, state.constants),
       alpha: alpha ? alpha.data : null,
       positions: alpha ? alpha.dims[1] : 0,
@@ -146,7 +196,8 @@ export class Annotator {
     if (this.kind === "scores") return this.labelsFromScores(await this.scores(batch, count), count, { topK, threshold });
     const encoded = await this.encode(batch, count);
     const config = this.decodingConfig({ beam_width: beamWidth });
-    const results = await decode((t, s) => this.step(t, s), this.startState(encoded), config, this.vocabulary.length, `${this.url}decoder_step`);
+    const mix = this.runMemory ? { scores: encoded[this.memory.scores_output].data, weight: this.memory.weight } : null;
+    const results = await decode((t, s) => this.step(t, s, mix), this.startState(encoded), config, this.vocabulary.length, `${this.url}decoder_step`);
     return results.map((r) => ({
       labels: r.labels.map((j) => this.vocabulary[j]), label_ids: r.labels, scores: r.scores,
       attention: r.alphas.slice(0, r.labels.length).map((a) => Array.from(a)),

@@ -124,6 +124,13 @@ class AnnotationModel(nn.Module):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return head_inputs(self.backbone.forward_features(images), self.feature_kind, self.config.backbone)
 
+    @staticmethod
+    def embedding(feats: torch.Tensor) -> torch.Tensor:
+        """Head inputs (pooled ``[B, C]`` or spatial ``[B, P, C]``) as the L2-normalised pooled embedding
+        ``[B, C]`` that the bundle's label memory stores and searches by cosine similarity."""
+        pooled = feats if feats.dim() == 2 else feats.mean(dim=1)
+        return torch.nn.functional.normalize(pooled, dim=1)
+
     def head_parameters(self) -> list[nn.Parameter]:
         backbone_ids = {id(p) for p in self.backbone.parameters()}
         return [p for p in self.parameters() if id(p) not in backbone_ids and p.requires_grad]
