@@ -264,9 +264,15 @@ def memory_cmd(
     Exit codes: 0 done, 2 bad input."""
     from .memory_bench import run_memory, write
 
+    _run_and_write(lambda log: run_memory(checkpoint, data, out_dir, latency_photos, rounds, _command("memory"), log),
+                   write, out_dir)
+
+
+def _run_and_write(run, write, out_dir: Path) -> None:
+    """A bench's run (given the log) and its result files; a ValueError is one red line and exit code 2."""
     log = lambda m: console.print(m, highlight=False, markup=False)
     try:
-        result = run_memory(checkpoint, data, out_dir, latency_photos, rounds, _command("memory"), log)
+        result = run(log)
     except ValueError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2)
@@ -293,15 +299,9 @@ def new_label_cmd(
     Exit codes: 0 done, 2 bad input."""
     from .new_label import run_new_label, write
 
-    log = lambda m: console.print(m, highlight=False, markup=False)
-    try:
-        result = run_new_label(data, backbone_from, out_dir, label, _ints(shots), shlex.split(train_args),
-                               _command("new-label"), log)
-    except ValueError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
-        raise typer.Exit(2)
-    for path in write(result, out_dir):
-        log(f"wrote {path}")
+    counts, extra = _ints(shots), shlex.split(train_args)
+    _run_and_write(lambda log: run_new_label(data, backbone_from, out_dir, label, counts, extra,
+                                             _command("new-label"), log), write, out_dir)
 
 
 @app.command("augmentation")

@@ -11,21 +11,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List
+from typing import Callable, List, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-console = Console(stderr=True, soft_wrap=True)
-out_console = Console(soft_wrap=True)
+T = TypeVar("T")
+
+console, out_console = Console(stderr=True, soft_wrap=True), Console(soft_wrap=True)
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 
 
-def _fail(exc: Exception) -> None:
-    console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
-    raise typer.Exit(2)
+def _checked(run: Callable[[], T]) -> T:
+    """``run()``, with a ValueError (bad input: nothing was written) as one red line and exit code 2."""
+    try:
+        return run()
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
 
 
 @app.command("add")
@@ -41,11 +46,8 @@ def add(
     """Add DIR's labelled photos to the bundle's memory and write a new bundle."""
     from .memory import add_examples
 
-    try:
-        _, edit = add_examples(bundle, data, out, split=split, force=force,
-                               log=lambda m: console.print(m, highlight=False, markup=False))
-    except ValueError as exc:
-        _fail(exc)
+    _, edit = _checked(lambda: add_examples(bundle, data, out, split=split, force=force,
+                                            log=lambda m: console.print(m, highlight=False, markup=False)))
     if as_json:
         out_console.print_json(json.dumps(edit.to_dict()))
         return
@@ -65,10 +67,7 @@ def remove(
     """Remove labels added to the memory (and their examples) and write a new bundle."""
     from .memory import remove_labels
 
-    try:
-        _, edit = remove_labels(bundle, labels, out, force=force)
-    except ValueError as exc:
-        _fail(exc)
+    _, edit = _checked(lambda: remove_labels(bundle, labels, out, force=force))
     console.print(f"wrote {out}: removed {', '.join(edit.removed_labels)}; memory {edit.examples_before} -> "
                   f"{edit.examples_after} examples", highlight=False, markup=False)
 
@@ -81,10 +80,7 @@ def list_memory(
     """What the memory holds: its settings, the added labels and the examples per label."""
     from .memory import describe
 
-    try:
-        listing = describe(bundle)
-    except ValueError as exc:
-        _fail(exc)
+    listing = _checked(lambda: describe(bundle))
     if as_json:
         out_console.print_json(json.dumps(listing.to_dict()))
         return
