@@ -27,8 +27,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from corel_annotate.runtime.annotator import Annotator
-from corel_annotate.runtime.manifest import (MANIFEST, BundleManifest, GraphSpec, MemorySpec, TensorSpec,
-                                             load_manifest, sha256_file)
+from corel_annotate.runtime.manifest import (FORMAT_VERSION, MANIFEST, BundleManifest, GraphSpec, MemorySpec,
+                                             TensorSpec, load_manifest, sha256_file)
 from corel_annotate.runtime.memory import blend_scores, interpolate_log_probs
 from corel_annotate.runtime.metrics import annotation_metrics, label_sets_to_matrix
 from corel_annotate.runtime.thresholds import balanced_threshold, shrunk_thresholds, tune_thresholds
@@ -268,8 +268,6 @@ def write_memory(bundle: Path, manifest: BundleManifest, table: MemoryTable, spe
         changes["scoring"] = dataclasses.replace(manifest.scoring, thresholds=tuple(float(t) for t in thresholds))
     if source is not None:
         changes["source"] = {**manifest.source, "memory": source}
-    from corel_annotate.runtime.manifest import FORMAT_VERSION
-
     changes["format_version"] = FORMAT_VERSION
     new = dataclasses.replace(manifest, **changes)
     new.check()
