@@ -89,6 +89,22 @@ def test_ray_records_equal_local_records(ray_local, bundles, photos, local_recor
     _assert_same(_records(out), local_records)
 
 
+def test_ray_runs_the_label_memory_as_in_process(ray_local, memory_bundles, photos, tmp_path):
+    """A scores bundle's memory blend and a sequence bundle's kNN-LM (weight set to 0.3 so it runs) give the
+    same records on the Ray actors as in process."""
+    attention = tmp_path / "attention.bundle"
+    shutil.copytree(memory_bundles["attention"], attention)
+    manifest = json.loads((attention / "manifest.json").read_text())
+    manifest["memory"]["weight"] = 0.3
+    (attention / "manifest.json").write_text(json.dumps(manifest))
+    for bundle in (memory_bundles["ml-gcn"], attention):
+        local, remote = tmp_path / f"{bundle.name}.local.jsonl", tmp_path / f"{bundle.name}.ray.jsonl"
+        assert _infer(photos, "-m", bundle, "-o", local, "--device", "cpu").exit_code == 1
+        result = _infer(photos, "-m", bundle, "-o", remote, "--device", "cpu", "--ray")
+        assert result.exit_code == 1, result.output
+        _assert_same(_records(remote), _records(local))
+
+
 def test_resume_with_a_file_uri_annotates_only_the_rest(ray_local, bundles, photos, local_records, tmp_path):
     out = tmp_path / "ray.jsonl"
     half = sorted(local_records)[:13]
