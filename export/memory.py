@@ -29,12 +29,11 @@ from onnx import TensorProto, helper, numpy_helper
 from corel_annotate.runtime.annotator import Annotator
 from corel_annotate.runtime.manifest import (FORMAT_VERSION, MANIFEST, BundleManifest, GraphSpec, MemorySpec,
                                              TensorSpec, load_manifest, sha256_file)
-from corel_annotate.runtime.memory import blend_scores, interpolate_log_probs
+from corel_annotate.runtime.memory import EMBEDDING_OUTPUT as EMBEDDING, blend_scores
 from corel_annotate.runtime.metrics import annotation_metrics, label_sets_to_matrix
 from corel_annotate.runtime.thresholds import balanced_threshold, shrunk_thresholds, tune_thresholds
 
 MEMORY_FILE = "memory.onnx"
-EMBEDDING = "embedding"
 SCORES = "memory_scores"
 KEYS, LABELS = "memory_keys", "memory_labels"
 K_GRID = (5, 10, 25, 50)

@@ -13,13 +13,12 @@ from .decoding import decode
 from .decoding_config import DecodingConfig
 from .infer_job import BundleFacts
 from .manifest import BundleManifest, load_manifest, safe_member
-from .memory import blend_scores, interpolate_log_probs
+from .memory import EMBEDDING_OUTPUT, blend_scores, interpolate_log_probs
 from .preprocessing import load_image, preprocess, to_rgb
 from .scoring import check_options, select_labels, sigmoid
 from .session import create_session
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray]
-EMBEDDING_OUTPUT = "embedding"
 
 
 def settle_engine(device: str, precision: str) -> tuple[str, str]:

@@ -9,6 +9,10 @@ import numpy as np
 
 from .manifest import MemorySpec
 
+EMBEDDING_OUTPUT = "embedding"
+"""The encoder output every exported bundle has (format 3): the L2-normalised pooled features ``[B, D]``
+that the label memory stores and searches."""
+
 
 def blend_scores(probs: np.ndarray, memory_scores: np.ndarray, memory: MemorySpec) -> np.ndarray:
     """Score bundles: ``(1 - weight) * sigmoid(logit) + weight * memory`` for the head's labels, the

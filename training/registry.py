@@ -15,6 +15,8 @@ from typing import Callable, Literal, TypeVar
 
 from torch import nn
 
+from corel_annotate.runtime.memory import EMBEDDING_OUTPUT  # every encoder's last output (the label memory's key)
+
 from .config import ModelConfig
 
 Kind = Literal["scores", "sequence"]
@@ -23,9 +25,6 @@ IMAGE_INPUT = "images"
 TOKEN_INPUT = "token"
 LOGITS_OUTPUT = "logits"
 LOG_PROBS_OUTPUT = "log_probs"
-EMBEDDING_OUTPUT = "embedding"
-"""Every encoder's last output: the L2-normalised pooled features ``[B, D]`` that the label memory
-stores and searches (``AnnotationModel.embedding``)."""
 
 
 @dataclass(frozen=True)
