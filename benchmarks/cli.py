@@ -280,6 +280,22 @@ def _run_and_write(run, write, out_dir: Path) -> None:
         log(f"wrote {path}")
 
 
+@app.command("memory-variants")
+def memory_variants_cmd(
+    bundle: Path = typer.Option(..., help="A bundle with a label memory (corel-export's default)."),
+    data: Path = typer.Option(..., help="Corel-layout directory with the bundle's vocabulary; its test split is scored."),
+    out_dir: Path = typer.Option(Path("bench-out/memory-variants"), help="Results (memory-variants.json/.md)."),
+) -> None:
+    """Score the bundle's label memory alone on the test split, as stored (plain K nearest photos), with
+    2PKNN's per-label neighbourhoods, and with its keys projected to 64, 128 and 256 dimensions (PCA);
+    settings chosen on the stored photos' leave-one-out scores.
+
+    Exit codes: 0 done, 2 bad input."""
+    from .memory_variants import run_variants, write
+
+    _run_and_write(lambda log: run_variants(bundle, data, _command("memory-variants"), log), write, out_dir)
+
+
 @app.command("new-label")
 def new_label_cmd(
     data: Path = typer.Option(..., help="Corel-layout directory (its train and test splits)."),

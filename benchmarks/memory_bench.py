@@ -98,7 +98,7 @@ def markdown(result: dict) -> str:
         setting = "–" if mem is None else f"{mem['k']} / {mem['temperature']} / {mem['weight']}"
         lines.append(f"| {r['checkpoint']} | {r['variant']} | {x['per_class/precision']:.3f} | {x['per_class/recall']:.3f} "
                      f"| **{x['per_class/f1']:.3f}** | **{x['per_image/f1']:.3f}** | {x['N+']} "
-                     f"| {x['mAP']:.3f} | {never} of {r['per_label']['labels_in_test']} | {setting} "
+                     f"| {'–' if x['mAP'] is None else format(x['mAP'], '.3f')} | {never} of {r['per_label']['labels_in_test']} | {setting} "
                      f"| {r['bundle_mb']:.1f} | {r['ms_per_photo']:.2f} |")
     lines += ["", "Mean per-label F1 by training photos per label (labels never predicted in brackets):", "",
               "| checkpoint | bundle | " + " | ".join(b["bucket"] for b in result["rows"][0]["per_label"]["buckets"]) + " |",

@@ -24,7 +24,7 @@ from corel_annotate.runtime.manifest import (MANIFEST, BundleManifest, GraphSpec
                                              TensorSpec, sha256_file)
 from corel_annotate.runtime.preprocessing import PreprocessConfig
 from corel_annotate.runtime.vocabulary import Vocabulary
-from corel_annotate.training.checkpoint import model_from_checkpoint
+from corel_annotate.training.checkpoint import load_checkpoint, model_from_checkpoint
 
 from corel_annotate.training.registry import (BATCH, IMAGE_INPUT, LOG_PROBS_OUTPUT, LOGITS_OUTPUT, TOKEN_INPUT,
                                               GraphDecl, MethodSpec, method_spec)
@@ -132,7 +132,7 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path | None = None, ops
         if memory:
             from .memory import build_memory
 
-            manifest = build_memory(tmp, cfg, log) or manifest
+            manifest = build_memory(tmp, cfg, log, oof_scores=_oof_scores(checkpoint)) or manifest
         if precision != "fp32":
             report = _lower_precision(tmp, decls, precision, cfg, calibration, max_drop, log)
             if report is not None:
@@ -155,6 +155,12 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path | None = None, ops
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out, manifest, checks
+
+
+def _oof_scores(checkpoint: Path) -> np.ndarray | None:
+    """The head's out-of-fold scores on every training photo (``--threshold-tuning oof``), if stored."""
+    scores = load_checkpoint(checkpoint)[1].get("oof_scores")
+    return scores.float().numpy() if isinstance(scores, torch.Tensor) else None
 
 
 def _sequence_spec(spec: MethodSpec, vocab: Vocabulary, decoding) -> SequenceSpec | None:

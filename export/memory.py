@@ -206,7 +206,7 @@ def tune_scores(head: np.ndarray, val_embeddings: np.ndarray, val_index: np.ndar
     _, metrics = _objective(targets, select_labels(scores, thresholds, top_k, min_labels))
     metrics = {**metrics, "rule": rule, "cross_fitted_value": round(value, 4)}
     log(f"label memory: k {k}, temperature {temperature}, weight {weight}, thresholds {rule} (cross-fitted mean F1 "
-        f"{value:.4f}; fitted on all {len(targets)} validation photos: per-class F1 {metrics['per_class/f1']:.4f}, "
+        f"{value:.4f}; fitted on all {len(targets)} tuning photos: per-class F1 {metrics['per_class/f1']:.4f}, "
         f"per-image F1 {metrics['per_image/f1']:.4f}, N+ {metrics['N+']})")
     return Choice(k, temperature, weight, thresholds, value, metrics)
 
@@ -274,10 +274,13 @@ def write_memory(bundle: Path, manifest: BundleManifest, table: MemoryTable, spe
     return new
 
 
-def build_memory(bundle: Path, cfg, log: Log, batch_size: int = 32) -> BundleManifest | None:
+def build_memory(bundle: Path, cfg, log: Log, batch_size: int = 32,
+                 oof_scores: np.ndarray | None = None) -> BundleManifest | None:
     """``corel-export``: the label memory of a freshly exported bundle (fp32 graphs, in ``bundle``) from the
-    checkpoint's training photos, tuned on its validation photos.  None (and a message) when the
-    training data is not on this machine or the run kept no validation split."""
+    checkpoint's training photos, tuned on its validation photos, or, for a checkpoint trained with
+    ``--threshold-tuning oof``, on every training photo with the head's out-of-fold scores
+    (``oof_scores``, stored in the checkpoint).  None (and a message) when the training data is not on
+    this machine or there is nothing held out to tune it on."""
     from corel_annotate.runtime.dataset import CorelDataset
     from corel_annotate.training.trainer import validation_split
 
@@ -289,11 +292,19 @@ def build_memory(bundle: Path, cfg, log: Log, batch_size: int = 32) -> BundleMan
     if list(ds.vocabulary.labels) != list(cfg.vocabulary):
         log(f"no label memory: {data_dir}/vocabulary.txt is not the checkpoint's vocabulary")
         return None
-    if cfg.train.val_fraction <= 0:
-        log("no label memory: the checkpoint kept no validation photos to tune it on")
-        return None
     train = ds.read("train", strict=cfg.train.strict_data)
-    val_idx, _ = validation_split(len(train.samples), cfg.train.val_fraction, cfg.train.seed)
+    out_of_fold = oof_scores is not None and cfg.train.threshold_tuning == "oof" and not cfg.model.is_sequence
+    if out_of_fold and oof_scores.shape != (len(train.samples), len(ds.vocabulary)):
+        log(f"no label memory: the checkpoint's out-of-fold scores {tuple(oof_scores.shape)} do not match "
+            f"{data_dir}'s {len(train.samples)} training photos and {len(ds.vocabulary)} labels")
+        return None
+    if not out_of_fold and cfg.train.val_fraction <= 0:
+        log("no label memory: the checkpoint kept no validation photos (nor out-of-fold scores) to tune it on")
+        return None
+    if out_of_fold:
+        val_idx = np.arange(len(train.samples))
+    else:
+        val_idx, _ = validation_split(len(train.samples), cfg.train.val_fraction, cfg.train.seed)
     annotator = Annotator.load(bundle, device="cpu")
     embeddings, failed = embed_paths(annotator, [s.path for s in train.samples], batch_size)
     if failed:
@@ -309,15 +320,25 @@ def build_memory(bundle: Path, cfg, log: Log, batch_size: int = 32) -> BundleMan
     manifest = annotator.manifest
     from corel_annotate.runtime.preprocessing import preprocess_file
 
-    val_images = np.stack([preprocess_file(train.samples[i].path, annotator.preprocess_config) for i in val_idx])
     source = {"examples": "the checkpoint's training photos", "tuned_on": f"{val_idx.size} validation photos "
               "(held out from training; the memory's scores on them leave the photo itself out)"}
+    scoring = manifest.scoring
+    if out_of_fold:
+        assert scoring is not None
+        source["tuned_on"] = (f"all {val_idx.size} training photos, with the head's out-of-fold scores "
+                              f"({cfg.train.folds} folds; the memory's scores leave the photo itself out)")
+        choice = tune_scores(oof_scores[val_idx].astype(np.float32), table.keys[val_index], val_index, val_targets,
+                             table, "shrunk", scoring.top_k, scoring.min_labels, log)
+        spec = MemorySpec(EMBEDDING, SCORES, choice.k, choice.temperature, choice.weight, table.size,
+                          len(ds.vocabulary))
+        return write_memory(bundle, manifest, table, spec, thresholds=choice.thresholds,
+                            source={**source, "threshold_tuning": choice.metrics["rule"], "validation": choice.metrics})
+    val_images = np.stack([preprocess_file(train.samples[i].path, annotator.preprocess_config) for i in val_idx])
     if manifest.is_sequence:
         choice = tune_sequence(annotator, val_images, table.keys[val_index], val_index, val_targets, table, log)
         spec = MemorySpec(EMBEDDING, SCORES, choice.k, choice.temperature, choice.weight, table.size,
                           len(ds.vocabulary))
         return write_memory(bundle, manifest, table, spec, source={**source, "validation": choice.metrics})
-    scoring = manifest.scoring
     assert scoring is not None
     head = np.concatenate([annotator.scores(val_images[i:i + batch_size]) for i in range(0, len(val_images), batch_size)])
     tuning = cfg.train.threshold_tuning

@@ -34,13 +34,14 @@ def select_labels(probs: np.ndarray, thresholds: Sequence[float] | np.ndarray,
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = probs.astype(np.float64) / thr.astype(np.float64)
     ratio = np.where(thr > 0, ratio, np.inf)
-    out = []
-    for row, rel in zip(probs, ratio):
-        order = np.lexsort((np.arange(thr.size), thr, -rel))
-        ids = order[row[order] >= thr[order]]
-        if top_k:
-            ids = ids[:top_k]
-        if ids.size < min_labels:
-            ids = order[:min_labels]
-        out.append([int(i) for i in ids])
-    return out
+    if probs.shape[0] == 0:
+        return []
+    # one stable sort for the whole batch over columns already in (threshold, id) order, so ties keep
+    # that order; the labels that reach their threshold (ratio >= 1) lead each row
+    columns = np.argsort(thr, kind="stable")
+    order = columns[np.argsort(-ratio[:, columns], axis=1, kind="stable")]
+    passed = (np.take_along_axis(probs, order, axis=1) >= thr[order]).sum(axis=1)
+    if top_k:
+        passed = np.minimum(passed, top_k)
+    passed = np.where(passed < min_labels, min(min_labels, thr.size), passed)
+    return [row[:k].tolist() for row, k in zip(order, passed)]

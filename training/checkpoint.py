@@ -60,6 +60,12 @@ def save_checkpoint(path: str | Path, config: CheckpointConfig, model: nn.Module
     atomic_save(payload, path)
 
 
+def extra_tensors(payload: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint carries besides its format, config and weights (``oof_scores``, optimiser
+    state), so a rewrite of the config keeps it."""
+    return {k: v for k, v in payload.items() if k not in ("format", "format_version", "config", "state_dict")}
+
+
 def load_checkpoint(path: str | Path) -> tuple[CheckpointConfig, dict[str, Any]]:
     """Read a checkpoint with ``weights_only=True``; a file that needs unpickling code is refused."""
     path = Path(path)

@@ -89,6 +89,10 @@ def main(
                                          "methods, GCN inputs for ml-gcn). Without it the embeddings are trainable."),
     ordering: Ordering = typer.Option(Ordering.rare_first, help="Label order in training sequences."),
     max_seq_len: int = typer.Option(SequenceConfig.max_seq_len, help="Most labels per sequence (longer label sets are truncated and counted)."),
+    concept_norm: str = typer.Option(ModelConfig.concept_norm, help="sr-cnn-rnn: how the concept probabilities "
+                                     "reach the LSTM. layer: normalised per photo (zero mean, unit variance), which "
+                                     "keeps small data sets from collapsing to one label sequence; none: raw, as "
+                                     "the reference."),
     order_free: OrderFree = typer.Option(OrderFree.none, help="Order-free training for recurrent methods: "
                                          "mla (minimal-loss alignment, Hungarian) or pla (partial alignment)."),
     beam_width: int = typer.Option(DecodingConfig.beam_width, help="Beam width stored as the decoding default; >1 also reports beam test metrics."),
@@ -107,7 +111,13 @@ def main(
                                          "split and stored in the checkpoint and bundle. balanced: one threshold "
                                          "maximising the mean of per-class and per-image F1, at most as many labels "
                                          "per image as a training image has, at least one. f1/mcc: one threshold "
-                                         "per label maximising its F1 or MCC. none: 0.5."),
+                                         "per label maximising its F1 or MCC. oof: no validation split, the final "
+                                         "model trains on every training photo (to the last epoch); the head is "
+                                         "cross-fitted in --folds folds and each label's threshold, from the "
+                                         "out-of-fold scores, is shrunk toward the balanced one by its number of "
+                                         "positives (costs --folds more head trainings). none: 0.5."),
+    folds: int = typer.Option(TrainConfig.folds, help="--threshold-tuning oof: how many folds the head is "
+                              "cross-fitted in."),
     augment_views: int = typer.Option(TrainConfig.augment_views, help="Training augmentation (random resized crop + horizontal flip): with a "
                                       "frozen backbone, the features of this many augmented views per image are "
                                       "cached and each epoch draws one view per image (or the plain one); when "
@@ -154,7 +164,7 @@ def main(
                                 dropout=dropout, emb_dropout=emb_dropout, head_dropout=head_dropout,
                                 gcn_hidden=gcn_hidden, gcn_threshold=gcn_threshold, gcn_p=gcn_p, loss=loss.value,
                                 gamma_pos=gamma_pos, gamma_neg=gamma_neg, clip=clip, focal_gamma=focal_gamma,
-                                order_free=order_free.value)
+                                order_free=order_free.value, concept_norm=concept_norm)
         seq_cfg = SequenceConfig(ordering=ordering.value, max_seq_len=max_seq_len)
         decode_cfg = DecodingConfig(beam_width=beam_width, max_len=max_seq_len, forbid_repeat=forbid_repeat,
                                     length_penalty=length_penalty, min_labels=min_labels)
@@ -166,7 +176,7 @@ def main(
                                 weight_decay=weight_decay, pct_start=pct_start, freeze_backbone=freeze_backbone,
                                 val_fraction=val_fraction, seed=seed, image_size=image_size, device=device,
                                 workers=workers, strict_data=strict_data, glove_path=str(glove) if glove else "",
-                                grad_clip=grad_clip, threshold_tuning=threshold_tuning,
+                                grad_clip=grad_clip, threshold_tuning=threshold_tuning, folds=folds,
                                 augment_views=augment_views, train_top=train_top,
                                 augmented_dir=str(augmented) if augmented else "", augment_min_scale=augment_min_scale,
                                 backbone_from=str(backbone_from) if backbone_from else "", decode=decode)

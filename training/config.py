@@ -17,6 +17,7 @@ T = TypeVar("T")
 LOSSES = ("bce", "focal", "asl")
 ORDERINGS = ("rare-first", "frequent-first", "dataset")
 ORDER_FREE = ("none", "mla", "pla")
+CONCEPT_NORMS = ("layer", "none")  # sr-cnn-rnn: how the concept probabilities reach the LSTM
 
 
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
@@ -44,6 +45,7 @@ PRESETS = {
     "accurate": Preset("accurate", "tf_efficientnet_lite2", 260, "EfficientNet-Lite2 at its native 260 px"),
 }
 DEFAULT_PRESET = "fast"
+THRESHOLD_TUNINGS = ("balanced", "oof", "mcc", "f1", "none")
 HEAD_ONLY_EPOCHS = 40  # default epochs with --backbone-from, where an epoch trains the head alone
 
 
@@ -80,6 +82,7 @@ class ModelConfig:
     clip: float = 0.05
     focal_gamma: float = 2.0
     order_free: str = "none"
+    concept_norm: str = "layer"
 
     def __post_init__(self) -> None:
         from .registry import method_spec
@@ -89,6 +92,8 @@ class ModelConfig:
             raise ValueError(f"unknown loss {self.loss!r}; known: {', '.join(LOSSES)}")
         if self.order_free not in ORDER_FREE:
             raise ValueError(f"unknown order-free mode {self.order_free!r}; known: {', '.join(ORDER_FREE)}")
+        if self.concept_norm not in CONCEPT_NORMS:
+            raise ValueError(f"unknown concept normalisation {self.concept_norm!r}; known: {', '.join(CONCEPT_NORMS)}")
         if self.order_free != "none" and spec.kind != "sequence":
             from .registry import list_methods
 
@@ -137,6 +142,7 @@ class TrainConfig:
     glove_path: str = ""
     grad_clip: float = 5.0
     threshold_tuning: str = "balanced"
+    folds: int = 5
     augment_views: int = 4
     train_top: int = 2
     augmented_dir: str = ""
@@ -156,8 +162,10 @@ class TrainConfig:
             raise ValueError("--train-top counts backbone stages: 0 or more")
         if self.decode not in DECODE_RULES:
             raise ValueError(f"unknown decode rule {self.decode!r}; choose {' or '.join(DECODE_RULES)}")
-        if self.threshold_tuning not in ("balanced", "mcc", "f1", "none"):
-            raise ValueError(f"unknown threshold tuning {self.threshold_tuning!r}; choose balanced, mcc, f1 or none")
+        if self.threshold_tuning not in THRESHOLD_TUNINGS:
+            raise ValueError(f"unknown threshold tuning {self.threshold_tuning!r}; choose {', '.join(THRESHOLD_TUNINGS)}")
+        if self.folds < 2:
+            raise ValueError("--folds: cross-fitting needs at least 2 folds")
 
     def augment_config(self) -> AugmentConfig:
         """Random resized crops (area ``augment_min_scale``..1) and flips; ``augment_views`` cached
@@ -190,7 +198,8 @@ class CheckpointConfig:
     def from_json(cls, text: str) -> "CheckpointConfig":
         data = json.loads(text)
         return cls(
-            model=from_dict(ModelConfig, data["model"]),
+            # checkpoints written before concept_norm existed fed the LSTM the raw probabilities
+            model=from_dict(ModelConfig, {"concept_norm": "none", **data["model"]}),
             sequence=from_dict(SequenceConfig, data["sequence"]),
             decode=DecodingConfig.from_dict(data["decode"]),
             train=from_dict(TrainConfig, data["train"]),

@@ -20,7 +20,7 @@ from corel_annotate.runtime.thresholds import balanced_threshold, tune_threshold
 
 from .augment import AugmentConfig, augment_image
 from .backbones import build_backbone
-from .checkpoint import load_checkpoint, save_checkpoint, versions
+from .checkpoint import extra_tensors, load_checkpoint, save_checkpoint, versions
 from .config import CheckpointConfig, DecodingConfig, ModelConfig, SequenceConfig, TrainConfig
 from .distributed import DistInfo, barrier, init_distributed, shutdown
 from .evaluation import evaluate, predict_features
@@ -226,6 +226,7 @@ class _Run:
     adapted: bool = False
     feats_all: np.ndarray | None = None
     views: list = field(default_factory=list)
+    fixed_inputs: dict = field(default_factory=dict)
 
 
 def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceConfig, decode_cfg: DecodingConfig,
@@ -265,6 +266,10 @@ def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceC
 
 def _prepare(run: _Run) -> None:
     """Read and split the data; settle what depends on it (label count, sequence order and length)."""
+    if run.train_cfg.threshold_tuning == "oof" and not run.model_cfg.is_sequence and run.train_cfg.val_fraction > 0:
+        run.log(f"--threshold-tuning oof: no validation split; every training photo trains the final model "
+                f"(the last epoch), and the thresholds come from {run.train_cfg.folds}-fold out-of-fold head scores")
+        run.train_cfg.val_fraction = 0.0
     run.ds, run.data = prepare_data(run.data_dir, run.seq_cfg, run.train_cfg, run.log)
     run.seq_cfg.label_rank = run.data.rank
     run.decode_cfg = run.decode_cfg.replace(max_len=run.seq_cfg.max_seq_len,
@@ -288,9 +293,8 @@ def _build(run: _Run) -> None:
         cfg.glove, cfg.emb_size = True, glove.dim
         extra["embeddings"] = glove.vectors
         run.data.info["glove"] = {"missing": glove.missing, "fallback": glove.fallback}
-    all_ids = run.data.train.label_ids(vocab)
-    extra.update(cls.training_inputs(cfg, [all_ids[i] for i in run.data.fit_idx]))
-    model = create_model(cfg, backbone, **extra)
+    run.fixed_inputs = extra
+    model = create_model(cfg, backbone, **head_inputs_for(run, run.data.fit_idx))
     model.set_backbone_frozen(train_cfg.freeze_backbone)
     if train_cfg.train_top and train_cfg.freeze_backbone:
         if model.has_stages():
@@ -302,6 +306,14 @@ def _build(run: _Run) -> None:
     run.adapted = bool(train_cfg.backbone_from) and _adopt_backbone(model, Path(train_cfg.backbone_from), cfg,
                                                                      train_cfg, run.preprocess, run.data, run.log)
     run.model = model.to(run.device)
+
+
+def head_inputs_for(run: _Run, fit_idx: np.ndarray) -> dict:
+    """What the method's head is built from besides its config: label embeddings (GloVe) and whatever the
+    method derives from the labels of the photos it trains on (ML-GCN's co-occurrence graph)."""
+    all_ids = run.data.train.label_ids(run.ds.vocabulary)
+    cls = model_class(run.model_cfg.method)
+    return {**run.fixed_inputs, **cls.training_inputs(run.model_cfg, [all_ids[i] for i in fit_idx])}
 
 
 def _cache_features(run: _Run) -> None:
@@ -370,6 +382,25 @@ def _optimiser(run: _Run, loader: DataLoader):
     return optimizer, scheduler, wrapped
 
 
+def train_batches(model: AnnotationModel, wrapped: nn.Module, loader: DataLoader, optimizer, scheduler,
+                  grad_clip: float, device: str, on_batch: Callable[[float], None] = lambda _loss: None) -> float:
+    """One pass over ``loader`` in training mode (clipped gradients, a scheduler step per batch); the mean loss."""
+    model.train()
+    total, batches = 0.0, 0
+    for x, targets, tokens, lengths in loader:
+        optimizer.zero_grad(set_to_none=True)
+        loss = wrapped(x.to(device), targets.to(device), tokens.to(device), lengths.to(device))
+        loss.backward()
+        if grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        scheduler.step()
+        total += float(loss.detach())
+        batches += 1
+        on_batch(total / batches)
+    return total / max(1, batches)
+
+
 def _epoch(run: _Run, epoch: int, loader: DataLoader, sampler, generator: torch.Generator, optimizer, scheduler,
            wrapped: nn.Module, ckpt: CheckpointConfig, val_feats: torch.Tensor | None, val_targets: np.ndarray,
            best_score: float) -> float:
@@ -380,22 +411,11 @@ def _epoch(run: _Run, epoch: int, loader: DataLoader, sampler, generator: torch.
     torch.manual_seed(train_cfg.seed * 1000 + epoch + 1)
     if sampler is not None:
         sampler.set_epoch(epoch)
-    model.train()
-    total, batches = 0.0, 0
     with _progress(run.show) as bar:
         task = bar.add_task(f"epoch {epoch + 1}/{train_cfg.epochs}", total=len(loader), status="")
-        for x, targets, tokens, lengths in loader:
-            optimizer.zero_grad(set_to_none=True)
-            loss = wrapped(x.to(device), targets.to(device), tokens.to(device), lengths.to(device))
-            loss.backward()
-            if train_cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            total += float(loss.detach())
-            batches += 1
-            bar.update(task, advance=1, status=f"loss {total / batches:.4f}")
-    record = {"epoch": epoch + 1, "train_loss": total / max(1, batches), "seconds": 0.0}
+        mean_loss = train_batches(model, wrapped, loader, optimizer, scheduler, train_cfg.grad_clip, device,
+                                  lambda loss: bar.update(task, advance=1, status=f"loss {loss:.4f}"))
+    record = {"epoch": epoch + 1, "train_loss": mean_loss, "seconds": 0.0}
     if run.dist.is_main:
         if val_feats is not None:
             metrics = evaluate(predict_features(model, _head_inputs(model, val_feats), ckpt.decode.greedy(),
@@ -414,8 +434,8 @@ def _epoch(run: _Run, epoch: int, loader: DataLoader, sampler, generator: torch.
                         scheduler=scheduler.state_dict(), epoch=epoch, best_score=best_score)
         val_text = (f"val per-class F1 {record['val']['per_class/f1']:.4f} per-image F1 "
                     f"{record['val']['per_image/f1']:.4f} N+ {record['val']['N+']}") if "val" in record else ""
-        run.log(f"epoch {epoch + 1}/{train_cfg.epochs} loss {record['train_loss']:.4f} {val_text}"
-                f"{' (best)' if improved else ''} [{record['seconds']:.1f}s]")
+        run.log(f"epoch {epoch + 1}/{train_cfg.epochs} loss {record['train_loss']:.4f}"
+                f"{' ' + val_text + (' (best)' if improved else '') if val_text else ''} [{record['seconds']:.1f}s]")
     barrier(run.dist)
     return best_score
 
@@ -423,8 +443,11 @@ def _epoch(run: _Run, epoch: int, loader: DataLoader, sampler, generator: torch.
 def _finish(run: _Run, ckpt: CheckpointConfig, val_feats: torch.Tensor | None, val_targets: np.ndarray) -> None:
     """The best checkpoint's operating point (score-based methods) and its test-split figures."""
     ckpt.metrics["train_seconds"] = round(time.perf_counter() - run.started, 2)
-    _tune_thresholds(run.out, run.model, ckpt, val_feats, val_targets, run.train_cfg,
-                     int(run.data.targets[run.data.fit_idx].sum(axis=1).max()), run.log)
+    if run.train_cfg.threshold_tuning == "oof" and not run.model.is_sequence:
+        _oof_thresholds(run, ckpt)
+    else:
+        _tune_thresholds(run.out, run.model, ckpt, val_feats, val_targets, run.train_cfg,
+                         int(run.data.targets[run.data.fit_idx].sum(axis=1).max()), run.log)
     _final_test(run.out, run.model, ckpt, run.data, run.ds, run.preprocess, run.weights_id, run.cache_dir,
                 run.train_cfg, run.device, run.log, run.show)
 
@@ -545,6 +568,61 @@ def _tune_thresholds(out: Path, model: AnnotationModel, ckpt: CheckpointConfig, 
     log(f"thresholds ({train_cfg.threshold_tuning} on {val_feats.shape[0]} validation images): {summary}")
 
 
+def _oof_thresholds(run: _Run, ckpt: CheckpointConfig) -> None:
+    """``--threshold-tuning oof``: cross-fit the head over every training photo (:mod:`.cross_fit`) and set
+    per-label thresholds from the out-of-fold scores, each shrunk toward the balanced one by how many
+    positives the label has, with the label cap and floor.  The scores are stored in the checkpoint
+    (float16, ``oof_scores``), so the exporter can tune the label memory on every training photo."""
+    from .cross_fit import cross_fit_scores
+    from corel_annotate.runtime.metrics import annotation_metrics, label_sets_to_matrix
+    from corel_annotate.runtime.scoring import select_labels
+    from corel_annotate.runtime.thresholds import shrunk_thresholds
+
+    if not run.out.exists():
+        return
+    best, payload = load_checkpoint(run.out)
+    model = run.model
+    model.load_state_dict(payload["state_dict"])
+    data, train_cfg = run.data, run.train_cfg
+    t0 = time.perf_counter()
+    if run.feats_all is not None:
+        views = [_head_inputs(model, torch.from_numpy(np.array(v, dtype=np.float32))).numpy()
+                 for v in [run.feats_all, *run.views]]
+    else:
+        paths = [s.path for s in data.train.samples]
+        views = [compute_features(model, paths, run.preprocess, train_cfg.batch_size, run.device)]
+    backbone = model.backbone
+
+    def make_head(fit_idx: np.ndarray) -> AnnotationModel:
+        head = create_model(run.model_cfg, backbone, **head_inputs_for(run, fit_idx))
+        for p in head.backbone.parameters():
+            p.requires_grad_(False)
+        return head
+
+    targets_t, tokens_t, lengths_t = (torch.from_numpy(a) for a in (data.targets, data.tokens, data.lengths))
+    with _progress(run.show) as bar:
+        task = bar.add_task(f"cross-fitting ({train_cfg.folds} folds)", total=train_cfg.folds * train_cfg.epochs,
+                            status="")
+        fit = cross_fit_scores(make_head, views, targets_t, tokens_t, lengths_t, train_cfg, ckpt.decode, run.device,
+                               run.log, lambda: bar.advance(task))
+    real = len(data.train.samples) - data.info.get("augmented", {}).get("images", 0)  # not generated images
+    scores, targets = fit.scores[:real], data.targets[:real]
+    top_k = int(targets.sum(axis=1).max())
+    thresholds = shrunk_thresholds(scores, targets, top_k, 1)
+    m = annotation_metrics(targets.astype(np.uint8),
+                           label_sets_to_matrix(select_labels(scores, thresholds, top_k, 1), targets.shape[1]), scores)
+    best.thresholds, best.top_k, best.min_labels = [float(t) for t in thresholds], top_k, 1
+    best.metrics["oof"] = {"folds": train_cfg.folds, "photos": real,
+                           "seconds": round(time.perf_counter() - t0, 2), **m.to_dict()}
+    ckpt.thresholds, ckpt.top_k, ckpt.min_labels = best.thresholds, best.top_k, best.min_labels
+    ckpt.metrics["oof"] = best.metrics["oof"]
+    save_checkpoint(run.out, best, model, oof_scores=torch.from_numpy(scores.astype(np.float16)))
+    run.log(f"thresholds (shrunk per label, from {train_cfg.folds}-fold out-of-fold scores of {real} "
+            f"training photos; at most {top_k} and at least 1 label per photo): out-of-fold per-class F1 "
+            f"{m.per_class_f1:.4f}, per-image F1 {m.per_image_f1:.4f}, N+ {m.n_plus} "
+            f"[{time.perf_counter() - t0:.1f}s]")
+
+
 def _final_test(out: Path, model: AnnotationModel, ckpt: CheckpointConfig, data: PreparedData, ds: CorelDataset,
                 preprocess: PreprocessConfig, weights_id: str, cache_dir: Path, train_cfg: TrainConfig, device: str,
                 log: Log, show: bool) -> None:
@@ -568,6 +646,6 @@ def _final_test(out: Path, model: AnnotationModel, ckpt: CheckpointConfig, data:
     if model.is_sequence and ckpt.decode.beam_width > 1:
         beam = evaluate(predict_features(model, feats_t, ckpt.decode), targets)
         best.metrics[f"test_beam{ckpt.decode.beam_width}"] = beam.to_dict()
-    save_checkpoint(out, best, model)
+    save_checkpoint(out, best, model, **extra_tensors(payload))
     ckpt.metrics.update(best.metrics)
     log(f"test split ({len(paths)} images), best epoch {best.metrics.get('best_epoch')}:\n{metrics.format_table()}")

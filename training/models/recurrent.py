@@ -116,7 +116,13 @@ class RIAModel(SequenceModel):
                             "the LSTM", sequence_graphs(LSTM_STATE), state=LSTM_STATE_MAP))
 class SRCNNRNNModel(RIAModel):
     """Concept probabilities from the CNN initialise the LSTM; the concept head has its own loss and
-    the LSTM's loss does not reach it (the reference detaches the concepts for the LSTM)."""
+    the LSTM's loss does not reach it (the reference detaches the concepts for the LSTM).
+
+    With ``concept_norm="layer"`` (the default) the probabilities are layer-normalised per photo
+    before the LSTM's input layer.  Raw, nearly every probability sits near 0, so the LSTM's
+    initial state hardly varies between photos and its weights on them learn about 100 times more
+    slowly than its bias.  On 300 Corel-5k photos the raw version learned the unconditional label
+    sequence (test per-class F1 0.007, N+ 8); the normalised one reached 0.163 and N+ 65."""
 
     def __init__(self, config: ModelConfig, backbone: nn.Module, embeddings: np.ndarray | None = None) -> None:
         super().__init__(config, backbone, embeddings)
@@ -130,7 +136,10 @@ class SRCNNRNNModel(RIAModel):
     def init_state(self, feats: torch.Tensor) -> State:
         concepts = self.concept_logits(feats)
         probs = torch.sigmoid(concepts)
-        h = self.features_embedding(probs.detach() if self.training else probs)
+        probs = probs.detach() if self.training else probs
+        if self.config.concept_norm == "layer":
+            probs = F.layer_norm(probs, (probs.shape[1],))
+        h = self.features_embedding(probs)
         return {"h": h, "c": torch.zeros_like(h), "concepts": concepts}
 
     def loss(self, feats: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
