@@ -47,20 +47,24 @@ def tune_thresholds(scores: np.ndarray, targets: np.ndarray, metric: str = "mcc"
         raise ValueError(f"unknown threshold metric {metric!r}; choose from {', '.join(METRICS)}")
     if scores.shape != targets.shape or scores.ndim != 2:
         raise ValueError(f"scores {scores.shape} and targets {targets.shape} must be the same [N, L] shape")
-    score_fn = mcc if metric == "mcc" else f1
-    order = sorted(grid, key=lambda t: (abs(t - 0.5), t))
-    out = np.full(scores.shape[1], 0.5, dtype=np.float32)
-    y_all = targets.astype(bool)
-    for label in range(scores.shape[1]):
-        y = y_all[:, label]
-        if y.all() or not y.any():
-            continue
-        best, best_value = 0.5, -np.inf
-        for t in order:
-            value = score_fn(y, scores[:, label] >= t)
-            if value > best_value:
-                best, best_value = t, value
-        out[label] = best
+    order = np.array(sorted(grid, key=lambda t: (abs(t - 0.5), t)))
+    y = targets.astype(bool)
+    # every label at every threshold at once: counts [L, G], as mcc()/f1() count them
+    # compared at the scores' own precision, as a scalar threshold is (float32 scores: float32 thresholds)
+    pred = scores[:, :, None] >= order.astype(scores.dtype if scores.dtype.kind == "f" else np.float64)[None, None, :]
+    positives = y.sum(axis=0).astype(np.float64)[:, None]
+    tp = np.einsum("nl,nlg->lg", y.astype(np.float64), pred.astype(np.float64))
+    predicted = pred.sum(axis=0).astype(np.float64)
+    fp, fn = predicted - tp, positives - tp
+    tn = float(y.shape[0]) - tp - fp - fn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if metric == "mcc":
+            denom = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+            value = np.where(denom > 0, (tp * tn - fp * fn) / denom, 0.0)
+        else:
+            value = np.where(tp > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+    out = order[np.argmax(value, axis=1)].astype(np.float32)  # the first best: nearest 0.5
+    out[(positives[:, 0] == 0) | (positives[:, 0] == y.shape[0])] = 0.5
     return out
 
 

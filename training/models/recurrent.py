@@ -138,7 +138,7 @@ class SRCNNRNNModel(RIAModel):
         probs = torch.sigmoid(concepts)
         probs = probs.detach() if self.training else probs
         if self.config.concept_norm == "layer":
-            probs = F.layer_norm(probs, (probs.shape[1],))
+            probs = F.layer_norm(probs, (self.config.num_labels,))
         h = self.features_embedding(probs)
         return {"h": h, "c": torch.zeros_like(h), "concepts": concepts}
 
