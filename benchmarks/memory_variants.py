@@ -33,7 +33,8 @@ def two_pass_scores(query: np.ndarray, keys: np.ndarray, labels: np.ndarray, k1:
     """2PKNN label scores ``[B, V]``: per label the ``k1`` most similar stored photos carrying it form the
     neighbourhood; softmax(similarity / temperature) over it; each label's share of the weight.
     ``exclude[i]`` (a stored index, or -1) leaves query i's own photo out."""
-    sims = query.astype(np.float64) @ keys.astype(np.float64).T
+    # float32 products, as the memory graph computes them
+    sims = (query.astype(np.float32) @ keys.astype(np.float32).T).astype(np.float64)
     if exclude is not None:
         rows = np.flatnonzero(exclude >= 0)
         sims[rows, exclude[rows]] = -np.inf
