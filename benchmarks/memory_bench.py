@@ -8,7 +8,6 @@ on the checkpoint's validation photos; nothing is chosen on the test split.
 """
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
@@ -111,8 +110,7 @@ def markdown(result: dict) -> str:
 
 
 def write(result: dict, out_dir: Path, stem: str = "memory") -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md"]
-    paths[0].write_text(json.dumps(result, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o)))
-    paths[1].write_text(markdown(result))
-    return paths
+    from .report import write_json_and_markdown
+
+    return write_json_and_markdown(result, out_dir, stem, markdown(result),
+                                   default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))

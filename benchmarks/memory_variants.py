@@ -14,7 +14,6 @@ over its ``k`` nearest photos.  Rare labels always get neighbours in pass one.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -154,8 +153,6 @@ def markdown(result: dict) -> str:
 
 
 def write(result: dict, out_dir: Path, stem: str = "memory-variants") -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md"]
-    paths[0].write_text(json.dumps(result, indent=1))
-    paths[1].write_text(markdown(result))
-    return paths
+    from .report import write_json_and_markdown
+
+    return write_json_and_markdown(result, out_dir, stem, markdown(result))

@@ -152,8 +152,6 @@ def markdown(result: dict) -> str:
 
 
 def write(result: dict, out_dir: Path, stem: str = "new-label") -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md"]
-    paths[0].write_text(json.dumps(result, indent=1))
-    paths[1].write_text(markdown(result))
-    return paths
+    from .report import write_json_and_markdown
+
+    return write_json_and_markdown(result, out_dir, stem, markdown(result))

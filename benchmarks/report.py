@@ -102,3 +102,12 @@ def write(result: dict, out_dir: Path, stem: str = "latency") -> list[Path]:
     paths[1].write_text(markdown(result))
     chart(result, paths[2])
     return paths
+
+
+def write_json_and_markdown(result: dict, out_dir: Path, stem: str, text: str, default=None) -> list[Path]:
+    """A bench's result as ``STEM.json`` (the figures) and ``STEM.md`` (its table ``text``) in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md"]
+    paths[0].write_text(json.dumps(result, indent=1, default=default))
+    paths[1].write_text(text)
+    return paths
