@@ -322,26 +322,22 @@ def build_memory(bundle: Path, cfg, log: Log, batch_size: int = 32,
 
     source = {"examples": "the checkpoint's training photos", "tuned_on": f"{val_idx.size} validation photos "
               "(held out from training; the memory's scores on them leave the photo itself out)"}
-    scoring = manifest.scoring
-    if out_of_fold:
-        assert scoring is not None
-        source["tuned_on"] = (f"all {val_idx.size} training photos, with the head's out-of-fold scores "
-                              f"({cfg.train.folds} folds; the memory's scores leave the photo itself out)")
-        choice = tune_scores(oof_scores[val_idx].astype(np.float32), table.keys[val_index], val_index, val_targets,
-                             table, "shrunk", scoring.top_k, scoring.min_labels, log)
-        spec = MemorySpec(EMBEDDING, SCORES, choice.k, choice.temperature, choice.weight, table.size,
-                          len(ds.vocabulary))
-        return write_memory(bundle, manifest, table, spec, thresholds=choice.thresholds,
-                            source={**source, "threshold_tuning": choice.metrics["rule"], "validation": choice.metrics})
-    val_images = np.stack([preprocess_file(train.samples[i].path, annotator.preprocess_config) for i in val_idx])
     if manifest.is_sequence:
+        val_images = np.stack([preprocess_file(train.samples[i].path, annotator.preprocess_config) for i in val_idx])
         choice = tune_sequence(annotator, val_images, table.keys[val_index], val_index, val_targets, table, log)
         spec = MemorySpec(EMBEDDING, SCORES, choice.k, choice.temperature, choice.weight, table.size,
                           len(ds.vocabulary))
         return write_memory(bundle, manifest, table, spec, source={**source, "validation": choice.metrics})
+    scoring = manifest.scoring
     assert scoring is not None
-    head = np.concatenate([annotator.scores(val_images[i:i + batch_size]) for i in range(0, len(val_images), batch_size)])
-    tuning = cfg.train.threshold_tuning
+    if out_of_fold:
+        source["tuned_on"] = (f"all {val_idx.size} training photos, with the head's out-of-fold scores "
+                              f"({cfg.train.folds} folds; the memory's scores leave the photo itself out)")
+        head, tuning = oof_scores[val_idx].astype(np.float32), "shrunk"
+    else:
+        images = np.stack([preprocess_file(train.samples[i].path, annotator.preprocess_config) for i in val_idx])
+        head = np.concatenate([annotator.scores(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+        tuning = cfg.train.threshold_tuning
     choice = tune_scores(head, table.keys[val_index], val_index, val_targets, table, tuning, scoring.top_k,
                          scoring.min_labels, log)
     spec = MemorySpec(EMBEDDING, SCORES, choice.k, choice.temperature, choice.weight, table.size,

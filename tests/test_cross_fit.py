@@ -44,7 +44,7 @@ def test_out_of_fold_scores_never_come_from_a_head_that_saw_the_photo():
 
     fit = cross_fit_scores(make_head, [feats], t, tokens, lengths, train_cfg, DecodingConfig(), "cpu", lambda _m: None)
     assert fit.scores.shape == (n, labels)
-    whole = cross_fit_scores(make_head, [feats], t, tokens, lengths, train_cfg, DecodingConfig(), "cpu",
+    again = cross_fit_scores(make_head, [feats], t, tokens, lengths, train_cfg, DecodingConfig(), "cpu",
                              lambda _m: None)
     # a head trained on every photo, scoring those photos (what in-sample thresholds would see)
     from corel_annotate.training.evaluation import predict_features
@@ -60,7 +60,7 @@ def test_out_of_fold_scores_never_come_from_a_head_that_saw_the_photo():
     in_sample = predict_features(model, torch.from_numpy(feats), DecodingConfig().greedy()).scores
     assert _auc(in_sample, targets) > 0.9
     assert abs(_auc(fit.scores, targets) - 0.5) < 0.1
-    np.testing.assert_allclose(whole.scores, fit.scores, atol=1e-6)  # seeded: the same folds, the same heads
+    np.testing.assert_allclose(again.scores, fit.scores, atol=1e-6)  # seeded: the same folds, the same heads
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,16 @@ def test_tuner_finds_the_grid_optimum(metric):
         assert fn(targets[:, label], scores[:, label] >= chosen[label]) == pytest.approx(best)
 
 
+@pytest.mark.parametrize("metric", ["mcc", "f1"])
+def test_ties_go_to_the_threshold_nearest_half(metric):
+    targets = np.array([[1, 1], [1, 0], [0, 0], [0, 1]], dtype=bool)
+    # label 0: every grid threshold separates perfectly; label 1: every threshold from 0.05 to 0.6 does
+    scores = np.array([[1.0, 0.9], [1.0, 0.0], [0.0, 0.0], [0.0, 0.61]], dtype=np.float32)
+    assert tune_thresholds(scores, targets, metric).tolist() == pytest.approx([0.5, 0.5])
+    scores[:, 1] = [0.3, 0.0, 0.0, 0.31]  # now only thresholds up to 0.3 are perfect: 0.3 is nearest 0.5
+    assert tune_thresholds(scores, targets, metric)[1] == pytest.approx(0.3)
+
+
 def test_label_without_positives_keeps_half():
     scores = np.random.default_rng(1).random((20, 2)).astype(np.float32)
     targets = np.zeros((20, 2), dtype=bool)
