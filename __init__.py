@@ -16,16 +16,16 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .runtime.annotator import Annotation, Annotator
-    from .runtime.decoding_config import DecodingConfig
-    from .runtime.manifest import BundleManifest, load_manifest
+    from corel_annotate.runtime.annotator import Annotation, Annotator
+    from corel_annotate.runtime.bundle.decoding_config import DecodingConfig
+    from corel_annotate.runtime.bundle.manifest import BundleManifest, load_manifest
 
 _EXPORTS = {
     "Annotator": "corel_annotate.runtime.annotator",
     "Annotation": "corel_annotate.runtime.annotator",
-    "BundleManifest": "corel_annotate.runtime.manifest",
-    "load_manifest": "corel_annotate.runtime.manifest",
-    "DecodingConfig": "corel_annotate.runtime.decoding_config",
+    "BundleManifest": "corel_annotate.runtime.bundle.manifest",
+    "load_manifest": "corel_annotate.runtime.bundle.manifest",
+    "DecodingConfig": "corel_annotate.runtime.bundle.decoding_config",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -77,7 +77,7 @@ def _latency_ms(annotator, paths: list[Path], warmup: int = 5) -> dict[str, floa
 def per_label(data: Path, label_sets: Sequence[Sequence[int]]) -> dict:
     """The per-label view of a runtime evaluation (buckets by training frequency, never-predicted labels)."""
     from corel_annotate.runtime.dataset import CorelDataset
-    from corel_annotate.runtime.metrics import label_sets_to_matrix
+    from corel_annotate.runtime.evaluation.metrics import label_sets_to_matrix
 
     from .per_label import per_label_view
 
@@ -96,7 +96,7 @@ def run_entry(entry: Entry, data: Path, out_dir: Path, train_overrides: dict, gl
     """Train (unless reusing a finished checkpoint), export, evaluate through the runtime, time."""
     from corel_annotate.export.bundle import export_bundle
     from corel_annotate.runtime.annotator import Annotator
-    from corel_annotate.runtime.evaluation import evaluate_bundle
+    from corel_annotate.runtime.evaluation.runner import evaluate_bundle
     from corel_annotate.training.checkpoint import load_checkpoint
     from corel_annotate.training.config import DecodingConfig, ModelConfig, SequenceConfig, TrainConfig
     from corel_annotate.training.trainer import train

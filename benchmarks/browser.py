@@ -21,8 +21,8 @@ import numpy as np
 
 from corel_annotate.runtime.annotator import Annotator
 from corel_annotate.runtime.dataset import CorelDataset
-from corel_annotate.runtime.manifest import load_manifest
-from corel_annotate.runtime.web_server import WebServer
+from corel_annotate.runtime.bundle.manifest import load_manifest
+from corel_annotate.runtime.web.server import WebServer
 
 PARITY_BEAMS = (1, 3)
 

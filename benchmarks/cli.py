@@ -77,8 +77,7 @@ def latency(
 
     from corel_annotate.export.bundle import export_bundle
     from corel_annotate.runtime.dataset import CorelDataset
-    from corel_annotate.runtime.evaluation import evaluate_bundle
-    from corel_annotate.runtime.preprocessing import PreprocessConfig
+    from corel_annotate.runtime.evaluation.runner import evaluate_bundle
 
     from .flops import graph_flops, matmul_peak
     from .latency import (RuntimeVariant, TorchVariant, bench_variants, camera_photos, cpu_count, decode_jpeg,
@@ -112,7 +111,7 @@ def latency(
         console.print(f"writing {len(paths)} photos at {camera[0]}x{camera[1]}", highlight=False, markup=False)
         paths = camera_photos(paths, camera, out_dir / f"photos-{camera[0]}x{camera[1]}")
     jpegs = [p.read_bytes() for p in paths]
-    preprocess = PreprocessConfig.from_dict(cfg.preprocess)
+    preprocess = cfg.preprocess
     arrays = np.stack([decode_jpeg(j, preprocess) for j in jpegs])
     bundles = {}
     for precision in [p.strip() for p in precisions.split(",") if p.strip()]:
@@ -136,7 +135,7 @@ def latency(
     variants += [RuntimeVariant(f"runtime-{p}", b, threads=threads) for p, b in bundles.items()]
     if openvino:
         try:
-            from corel_annotate.runtime.openvino_session import cpu_precisions
+            from corel_annotate.runtime.engines.openvino_session import cpu_precisions
 
             engine_precisions = cpu_precisions()
         except ValueError as exc:
@@ -172,7 +171,6 @@ def latency(
             inf["fraction_of_encoder_bound"] = inf["images_per_second"] / inf["encoder_bound_images_per_second"]
             result[key] = inf
     if accuracy:
-        from corel_annotate.runtime.annotator import Annotator
 
         result["accuracy"] = {v.name: evaluate_bundle(v.annotator, data).metrics.to_dict()
                               for v in variants if isinstance(v, RuntimeVariant) and not v.name.endswith("full-decode")}

@@ -20,7 +20,8 @@ import numpy as np
 from PIL import Image
 
 from corel_annotate.runtime.annotator import Annotator
-from corel_annotate.runtime.preprocessing import PreprocessConfig, preprocess, read_image
+from corel_annotate.runtime.bundle.preprocess_config import PreprocessConfig
+from corel_annotate.runtime.preprocessing import preprocess, read_image
 
 
 @dataclass
@@ -105,7 +106,7 @@ class TorchVariant:
         self.torch = torch
         self.name = "pytorch-eager"
         self.model, self.cfg = model_from_checkpoint(checkpoint)
-        self.config = PreprocessConfig.from_dict(self.cfg.preprocess)
+        self.config = self.cfg.preprocess
         self.is_sequence = self.model.is_sequence
 
     def encoder(self, batch: np.ndarray) -> Callable[[], object]:
@@ -192,7 +193,7 @@ def stage_times(variant: "RuntimeVariant", jpegs: Sequence[bytes], repeats: int 
     """Where one photo's time goes at batch 1, JPEG bytes to labels: pixel decoding (``read_image``),
     resize and normalisation, the encoder, and decoding (greedy steps, or thresholds); medians in ms
     over every photo and repeat, and each stage's share of their sum."""
-    from corel_annotate.runtime.decoding import decode
+    from corel_annotate.runtime.search import decode
 
     annotator, config = variant.annotator, variant.config
     samples: dict[str, list[float]] = {s: [] for s in STAGES}
@@ -246,7 +247,7 @@ def infer_throughput(bundle: Path, folder: Path, batch_size: int, threads: int, 
     works on the previous batch) over a folder, after one warm-up batch."""
     from dataclasses import replace
 
-    from corel_annotate.runtime.inputs import collect_paths, prefetch_batches
+    from corel_annotate.runtime.photos import collect_paths, prefetch_batches
 
     annotator = Annotator.load(bundle, threads=threads, device=device, precision=precision)
     if decode:

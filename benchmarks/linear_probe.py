@@ -19,8 +19,8 @@ import torch
 import typer
 
 from corel_annotate.runtime.dataset import CorelDataset
-from corel_annotate.runtime.metrics import AnnotationMetrics, annotation_metrics
-from corel_annotate.runtime.preprocessing import PreprocessConfig
+from corel_annotate.runtime.evaluation.metrics import AnnotationMetrics, annotation_metrics
+from corel_annotate.runtime.bundle.preprocess_config import PreprocessConfig
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -53,7 +53,7 @@ def linear_probe(data: Path, backbone: str = "tf_efficientnet_lite0", weights: s
     from corel_annotate.training.backbones import build_backbone
     from corel_annotate.training.config import ModelConfig
     from corel_annotate.training.features import cached_features, default_cache_dir
-    from corel_annotate.training.registry import create_model
+    from corel_annotate.training.factory import create_model
     from corel_annotate.training.sequences import multi_hot
 
     ds = CorelDataset(data)

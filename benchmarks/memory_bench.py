@@ -41,8 +41,8 @@ def run_memory(checkpoints: Sequence[Path], data: Path, out_dir: Path, latency_p
     from corel_annotate.export.bundle import export_bundle
     from corel_annotate.runtime.annotator import Annotator
     from corel_annotate.runtime.dataset import CorelDataset
-    from corel_annotate.runtime.evaluation import evaluate_bundle
-    from corel_annotate.runtime.metrics import label_sets_to_matrix
+    from corel_annotate.runtime.evaluation.runner import evaluate_bundle
+    from corel_annotate.runtime.evaluation.metrics import label_sets_to_matrix
 
     from .hardware import machine
     from .per_label import per_label_view

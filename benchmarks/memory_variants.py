@@ -55,16 +55,16 @@ def two_pass_scores(query: np.ndarray, keys: np.ndarray, labels: np.ndarray, k1:
 
 
 def _mean_ap(scores: np.ndarray, targets: np.ndarray) -> float:
-    from corel_annotate.runtime.metrics import mean_average_precision
+    from corel_annotate.runtime.evaluation.metrics import mean_average_precision
 
     return float(mean_average_precision(targets, scores))
 
 
 def _row(name: str, setting: str, loo: np.ndarray, test: np.ndarray, train_targets: np.ndarray,
          test_targets: np.ndarray, key_mb: float) -> dict:
-    from corel_annotate.runtime.metrics import annotation_metrics, label_sets_to_matrix
+    from corel_annotate.runtime.evaluation.metrics import annotation_metrics, label_sets_to_matrix
     from corel_annotate.runtime.scoring import select_labels
-    from corel_annotate.runtime.thresholds import balanced_threshold
+    from corel_annotate.runtime.evaluation.thresholds import balanced_threshold
 
     threshold = balanced_threshold(loo, train_targets, 5, 1)
     chosen = label_sets_to_matrix(select_labels(test, [threshold] * test.shape[1], 5, 1), test.shape[1])
@@ -77,7 +77,7 @@ def run_variants(bundle: Path, data: Path, command: str, log: Log) -> dict:
     from corel_annotate.export.memory import embed_paths, knn_scores, read_table, MemoryTable
     from corel_annotate.runtime.annotator import Annotator
     from corel_annotate.runtime.dataset import CorelDataset
-    from corel_annotate.runtime.metrics import label_sets_to_matrix
+    from corel_annotate.runtime.evaluation.metrics import label_sets_to_matrix
 
     from .hardware import machine
 

@@ -94,7 +94,7 @@ def _scores(bundle: Path, data: Path, label: str) -> dict:
     vocabulary minus the label), annotating the test split of ``data`` through the runtime."""
     from corel_annotate.runtime.annotator import Annotator
     from corel_annotate.runtime.dataset import CorelDataset
-    from corel_annotate.runtime.metrics import annotation_metrics, label_sets_to_matrix
+    from corel_annotate.runtime.evaluation.metrics import annotation_metrics, label_sets_to_matrix
 
     ds = CorelDataset(data)
     test = ds.read("test")

@@ -21,9 +21,9 @@ import typer
 from corel_annotate.export.bundle import export_bundle
 from corel_annotate.runtime.annotator import Annotator
 from corel_annotate.runtime.dataset import CorelDataset
-from corel_annotate.runtime.evaluation import evaluate_bundle
-from corel_annotate.runtime.metrics import annotation_metrics, label_sets_to_matrix
-from corel_annotate.runtime.preprocessing import PreprocessConfig, preprocess_file
+from corel_annotate.runtime.evaluation.runner import evaluate_bundle
+from corel_annotate.runtime.evaluation.metrics import annotation_metrics, label_sets_to_matrix
+from corel_annotate.runtime.preprocessing import preprocess_file
 from corel_annotate.training.checkpoint import model_from_checkpoint
 from corel_annotate.training.evaluation import predict_images
 
@@ -62,7 +62,7 @@ def main(checkpoints: List[Path], data: Path = typer.Option(...), bundles: Optio
         if not bundle.exists():
             export_bundle(ckpt, bundle, memory=False, log=lambda _m: None)
         model, cfg = model_from_checkpoint(ckpt)
-        pre = PreprocessConfig.from_dict(cfg.preprocess)
+        pre = cfg.preprocess
         sets, scores = [], []
         for start in range(0, len(paths), 32):
             batch = np.stack([preprocess_file(p, pre) for p in paths[start:start + 32]])

@@ -124,21 +124,20 @@ def child(spec: dict) -> dict:
     """One run in this (fresh) process: ``spec`` = bundle, list, out, workers (0: in process), batch_size.
     Throughput and CPU per image are taken between the 10% and the 90% record: the steady state, without
     the start-up and the last batches' tail."""
-    from corel_annotate.runtime.infer_job import InferOptions, local_records
+    from corel_annotate.runtime.jobs.records import InferOptions
 
     files = [Path(line) for line in Path(spec["list"]).read_text().splitlines() if line]
     options = InferOptions(batch_size=spec["batch_size"])
     start = time.perf_counter()
     if spec["workers"]:
-        from corel_annotate.runtime.ray_job import RayJob
+        from corel_annotate.runtime.jobs.ray_job import RayJob
 
         job = RayJob.start("local", Path(spec["bundle"]), "auto", "auto", spec["workers"])
-        produced, engine = job.records(files, options), job.engine
     else:
-        from corel_annotate.runtime.annotator import Annotator
+        from corel_annotate.runtime.jobs.local import LocalJob
 
-        job = Annotator.load(Path(spec["bundle"]), device="auto", precision="auto")
-        produced, engine = local_records(job, files, options), job.engine
+        job = LocalJob.load(Path(spec["bundle"]), device="auto", precision="auto")
+    produced, engine = job.records(files, options), job.engine
     ready = time.perf_counter() - start
     lo, hi = max(1, len(files) // 10), max(2, len(files) - len(files) // 10)   # the 10% and 90% records
     first = last = 0.0
@@ -233,8 +232,8 @@ def kill_check(bundle: Path, listing: Path, images: int, workers: int, scratch: 
 def run_ray_bench(bundle: Path, data: Path, images: Optional[int], workers: list[int], rounds: int, batch_size: int,
                   scratch: Path, command: str, log: Callable[[str], None], kill: bool = True) -> dict:
     """Every configuration ``rounds`` times, alternating; parity with the in-process engine; the kill check."""
-    from corel_annotate.runtime.inputs import collect_paths
-    from corel_annotate.runtime.manifest import load_manifest
+    from corel_annotate.runtime.photos import collect_paths
+    from corel_annotate.runtime.bundle.manifest import load_manifest
 
     load_manifest(bundle, verify=True)
     photos = collect_paths([str((data / "images").resolve())])

@@ -158,7 +158,7 @@ class ServerProcess:
     def __init__(self, bundle: Path, extra: list[str]) -> None:
         self.ports = free_ports(3)
         started = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "corel_annotate.runtime.cli_serve", "--model", str(bundle),
+        self.proc = subprocess.Popen([sys.executable, "-m", "corel_annotate.runtime.cli.serve", "--model", str(bundle),
                                       "--http-port", str(self.ports[0]), "--grpc-port", str(self.ports[1]),
                                       "--metrics-port", str(self.ports[2]), *extra],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -258,26 +258,26 @@ def closed_loop(server: ServerProcess, model: str, photos: list[bytes], expected
 
 
 def local_throughput(bundle: Path, paths: list[Path], rounds: int = 2) -> tuple[float, list[list[str]], str]:
-    """In-process ``corel-infer``'s pipeline (``local_records``) over the photos: images/s (best round),
+    """In-process ``corel-infer``'s pipeline (``LocalJob``) over the photos: images/s (best round),
     the labels of each photo and the engine that ran."""
-    from corel_annotate.runtime.annotator import Annotator
-    from corel_annotate.runtime.infer_job import InferOptions, local_records
+    from corel_annotate.runtime.jobs.local import LocalJob
+    from corel_annotate.runtime.jobs.records import InferOptions
 
-    annotator = Annotator.load(bundle, device="auto", precision="auto")
+    job = LocalJob.load(bundle, device="auto", precision="auto")
     best, labels = 0.0, []
     for _ in range(rounds):
         t0 = time.perf_counter()
-        out = {str(p.path): p.record.get("labels") for p in local_records(annotator, paths, InferOptions())}
+        out = {str(p.path): p.record.get("labels") for p in job.records(paths, InferOptions())}
         best = max(best, len(paths) / (time.perf_counter() - t0))
         labels = [out[str(p)] for p in paths]
-    return best, labels, annotator.engine
+    return best, labels, job.engine
 
 
 def client_throughput(server: ServerProcess, model: str, paths: list[Path], expected: list[list[str]],
                       per_request: int, in_flight: int, local_ips: float) -> ClientRow:
     """The records ``corel-infer --server`` writes, timed over the photos (best of two rounds)."""
-    from corel_annotate.runtime.infer_job import InferOptions
-    from corel_annotate.runtime.triton_client import TritonJob
+    from corel_annotate.runtime.jobs.records import InferOptions
+    from corel_annotate.runtime.jobs.triton_job import TritonJob
 
     job = TritonJob.connect(f"http://{server.address}", model, in_flight)
     best, wrong, errors = 0.0, 0, 0
@@ -366,9 +366,9 @@ def run_serve(bundle: Path, data: Path, split: str, clients: list[int], requests
               soak_seconds: float, soak_clients: int, server_args: list[str], command: str,
               log: Callable[[str], None]) -> ServeResult:
     from corel_annotate.runtime.dataset import read_annotations
-    from corel_annotate.runtime.manifest import load_manifest
-    from corel_annotate.runtime.triton_model import MAX_IMAGE_BYTES
-    from corel_annotate.runtime.triton_server import model_name
+    from corel_annotate.runtime.bundle.manifest import load_manifest
+    from corel_annotate.runtime.serve.tensors import MAX_IMAGE_BYTES
+    from corel_annotate.runtime.serve.triton_server import model_name
 
     split_file = data / f"{split}.json"
     if not split_file.is_file():

@@ -42,7 +42,7 @@ def main(model: Path = typer.Option(..., help="Bundle to run."), images: int = 1
         generate(data, SynthConfig(images=images, labels=12, image_size=128, test_fraction=0.5, seed=7))
     results = out_dir / "results.jsonl"
     results.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "corel_annotate.runtime.cli_infer", str(data / "images"), "--model", str(model), "-o", str(results),
+    cmd = [sys.executable, "-m", "corel_annotate.runtime.cli.infer", str(data / "images"), "--model", str(model), "-o", str(results),
            "--batch-size", str(batch_size), "--no-progress"]
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

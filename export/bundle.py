@@ -20,10 +20,9 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from corel_annotate.runtime.manifest import (MANIFEST, BundleManifest, GraphSpec, ScoringSpec, SequenceSpec,
+from corel_annotate.runtime.bundle.manifest import (MANIFEST, BundleManifest, GraphSpec, ScoringSpec, SequenceSpec,
                                              TensorSpec, sha256_file)
-from corel_annotate.runtime.preprocessing import PreprocessConfig
-from corel_annotate.runtime.vocabulary import Vocabulary
+from corel_annotate.runtime.bundle.vocabulary import Vocabulary
 from corel_annotate.training.checkpoint import load_checkpoint, model_from_checkpoint
 
 from corel_annotate.training.registry import (BATCH, IMAGE_INPUT, LOG_PROBS_OUTPUT, LOGITS_OUTPUT, TOKEN_INPUT,
@@ -100,7 +99,7 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path | None = None, ops
     spec = method_spec(method)
     decls = spec.graphs
     vocab = Vocabulary(tuple(cfg.vocabulary))
-    size = int(cfg.preprocess["image_size"])
+    size = cfg.preprocess.image_size
     modules = wrappers(model)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -120,7 +119,7 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path | None = None, ops
                 encoder_out = {io.name: t for io, t in zip(decl.outputs, result)}
         checks = verify(tmp, modules, decls, size, vocab.num_tokens, batch_sizes, tolerance, log)
         manifest = BundleManifest(
-            kind=spec.kind, vocabulary=vocab.labels, preprocess=PreprocessConfig.from_dict(cfg.preprocess),
+            kind=spec.kind, vocabulary=vocab.labels, preprocess=cfg.preprocess,
             image_input=IMAGE_INPUT, graphs=specs, sequence=_sequence_spec(spec, vocab, cfg.decode),
             scoring=None if spec.is_sequence else ScoringSpec(LOGITS_OUTPUT, tuple(cfg.thresholds or [0.5] * len(vocab)),
                                                               cfg.top_k or None, cfg.min_labels),
@@ -204,10 +203,9 @@ def _lower_precision(tmp: Path, decls: dict[str, GraphDecl], precision: str, cfg
 def _calibration_images(cfg, calibration: str | Path | None) -> np.ndarray:
     """Photos from ``--calibration`` (files, folders, lists), else a sample of the checkpoint's training images."""
     from corel_annotate.runtime.dataset import CorelDataset
-    from corel_annotate.runtime.inputs import collect_paths
-    from corel_annotate.runtime.preprocessing import PreprocessConfig
+    from corel_annotate.runtime.photos import collect_paths
 
-    preprocess = PreprocessConfig.from_dict(cfg.preprocess)
+    preprocess = cfg.preprocess
     if calibration is not None:
         paths = collect_paths([calibration])
     else:

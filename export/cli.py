@@ -5,10 +5,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
+from corel_annotate.runtime.cli import console, fail, log
 
-console = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
@@ -50,10 +48,9 @@ def main(
                                           precision=precision, calibration=calibration, engine=engine, max_drop=max_drop, memory=memory,
                                           engine_settings=EngineSettings(min_batch, opt_batch, max_batch,
                                                                          fp16=precision == "fp16"),
-                                          log=lambda m: console.print(m, highlight=False, markup=False))
+                                          log=log)
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
-        raise typer.Exit(2)
+        fail(str(exc))
     console.print(f"wrote {path} ({manifest.method}, {manifest.kind}, {manifest.precision}, graphs: {', '.join(manifest.graphs)})",
                   highlight=False, markup=False)
 

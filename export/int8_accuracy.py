@@ -27,8 +27,8 @@ import numpy as np
 import onnx
 
 from corel_annotate.runtime.annotator import Annotator
-from corel_annotate.runtime.evaluation import per_class_f1
-from corel_annotate.runtime.manifest import MANIFEST, sha256_file
+from corel_annotate.runtime.evaluation.runner import per_class_f1
+from corel_annotate.runtime.bundle.manifest import MANIFEST, sha256_file
 
 DEFAULT_MAX_DROP = 0.01
 MAX_REVERTED_GROUPS = 20
@@ -71,8 +71,8 @@ def validation_set(cfg, limit: int | None = None) -> ValidationSet | None:
     """The checkpoint's held-out validation photos (the same split its training used), or None when the
     training data is not on this machine or the run kept no validation split."""
     from corel_annotate.runtime.dataset import CorelDataset, CorelSplit
-    from corel_annotate.runtime.metrics import label_sets_to_matrix
-    from corel_annotate.runtime.preprocessing import PreprocessConfig, preprocess_file
+    from corel_annotate.runtime.evaluation.metrics import label_sets_to_matrix
+    from corel_annotate.runtime.preprocessing import preprocess_file
     from corel_annotate.training.trainer import validation_split
 
     data_dir = cfg.data.get("dir")
@@ -86,7 +86,7 @@ def validation_set(cfg, limit: int | None = None) -> ValidationSet | None:
     if limit is not None:
         val_idx = val_idx[:limit]
     samples = [train.samples[i] for i in val_idx]
-    preprocess = PreprocessConfig.from_dict(cfg.preprocess)
+    preprocess = cfg.preprocess
     images = np.stack([preprocess_file(s.path, preprocess) for s in samples])
     targets = label_sets_to_matrix(CorelSplit(train.name, samples, train.report).label_ids(ds.vocabulary),
                                    len(ds.vocabulary))

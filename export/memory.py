@@ -14,8 +14,6 @@ photos (the memory's own scores there are leave-one-out); ``corel-memory`` edits
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -27,11 +25,11 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from corel_annotate.runtime.annotator import Annotator
-from corel_annotate.runtime.manifest import (FORMAT_VERSION, MANIFEST, BundleManifest, GraphSpec, MemorySpec,
+from corel_annotate.runtime.bundle.manifest import (FORMAT_VERSION, MANIFEST, BundleManifest, GraphSpec, MemorySpec,
                                              TensorSpec, load_manifest, sha256_file)
 from corel_annotate.runtime.memory import EMBEDDING_OUTPUT as EMBEDDING, blend_scores
-from corel_annotate.runtime.metrics import annotation_metrics, label_sets_to_matrix
-from corel_annotate.runtime.thresholds import balanced_threshold, shrunk_thresholds, tune_thresholds
+from corel_annotate.runtime.evaluation.metrics import annotation_metrics, label_sets_to_matrix
+from corel_annotate.runtime.evaluation.thresholds import balanced_threshold, shrunk_thresholds, tune_thresholds
 
 MEMORY_FILE = "memory.onnx"
 SCORES = "memory_scores"
@@ -120,7 +118,7 @@ def embed_paths(annotator: Annotator, paths: Sequence[Path], batch_size: int = 3
                 progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[tuple[Path, str]]]:
     """The bundle's own embeddings of photos ``[N, D]`` (rows of unreadable photos are NaN) and, for each
     unreadable photo, its one-line reason."""
-    from corel_annotate.runtime.inputs import prefetch_batches
+    from corel_annotate.runtime.photos import prefetch_batches
 
     dim = int(annotator.manifest.graphs["encoder"].output(EMBEDDING).shape[1])
     out = np.full((len(paths), dim), np.nan, dtype=np.float32)
@@ -215,8 +213,8 @@ def tune_sequence(annotator: Annotator, val_images: np.ndarray, val_embeddings: 
                   targets: np.ndarray, table: MemoryTable, log: Log, batch_size: int = 32) -> Choice:
     """The memory's ``k`` and temperature for a sequence bundle (the best leave-one-out label ranking,
     mean average precision), then the kNN-LM weight by greedy decoding of the validation photos."""
-    from corel_annotate.runtime.decoding import decode
-    from corel_annotate.runtime.metrics import mean_average_precision
+    from corel_annotate.runtime.search import decode
+    from corel_annotate.runtime.evaluation.metrics import mean_average_precision
 
     ranked = []
     for k in K_GRID:

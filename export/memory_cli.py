@@ -15,12 +15,12 @@ from typing import Callable, List, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from corel_annotate.runtime.cli import console, fail, log
 
 T = TypeVar("T")
 
-console, out_console = Console(stderr=True, soft_wrap=True), Console(soft_wrap=True)
+out_console = Console(soft_wrap=True)
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 
 
@@ -29,8 +29,7 @@ def _checked(run: Callable[[], T]) -> T:
     try:
         return run()
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
-        raise typer.Exit(2) from None
+        fail(str(exc))
 
 
 @app.command("add")
@@ -47,7 +46,7 @@ def add(
     from .memory import add_examples
 
     _, edit = _checked(lambda: add_examples(bundle, data, out, split=split, force=force,
-                                            log=lambda m: console.print(m, highlight=False, markup=False)))
+                                            log=log))
     if as_json:
         out_console.print_json(json.dumps(edit.to_dict()))
         return

@@ -80,7 +80,7 @@ class DecoderStep(nn.Module):
 def wrappers(model: AnnotationModel) -> dict[str, nn.Module]:
     """The torch module behind every graph the method declares, in eval mode."""
     model.eval()
-    spec = method_spec(model.method_name)
+    spec = method_spec(model.config.method)
     out: dict[str, nn.Module] = {}
     for name, decl in spec.graphs.items():
         if name == "encoder":

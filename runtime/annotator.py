@@ -9,14 +9,14 @@ import numpy as np
 from PIL import Image
 
 from .decoder_state import DecoderState
-from .decoding import decode
-from .decoding_config import DecodingConfig
-from .infer_job import BundleFacts
-from .manifest import BundleManifest, load_manifest, safe_member
+from .search import decode
+from .bundle.decoding_config import DecodingConfig
+from .bundle.facts import BundleFacts
+from .bundle.manifest import BundleManifest, load_manifest, safe_member
 from .memory import EMBEDDING_OUTPUT, blend_scores, interpolate_log_probs
 from .preprocessing import load_image, preprocess, to_rgb
-from .scoring import check_options, select_labels, sigmoid
-from .session import create_session
+from .scoring import select_labels, sigmoid
+from .engines.onnxruntime_session import create_session
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray]
 
@@ -25,7 +25,7 @@ def settle_engine(device: str, precision: str) -> tuple[str, str]:
     """``auto`` device and precision resolved (``openvino_session.resolve_engine``), and a non-fp32
     precision refused off OpenVINO (ValueError)."""
     if "auto" in (device, precision):
-        from .openvino_session import resolve_engine
+        from .engines.openvino_session import resolve_engine
 
         device, precision = resolve_engine(device, precision)
     if precision != "fp32" and device != "openvino":
@@ -100,12 +100,12 @@ class Annotator(BundleFacts):
         manifest = load_manifest(bundle, verify=True)
         device, precision = settle_engine(device, precision)
         if device == "openvino":
-            from .openvino_session import OpenVINOSession
+            from .engines.openvino_session import OpenVINOSession
 
             sessions = {name: OpenVINOSession(safe_member(bundle, spec.file), spec, precision, threads, pin_threads)
                         for name, spec in manifest.graphs.items()}
         elif device == "tensorrt" and manifest.engines:
-            from .tensorrt_engine import TensorRTSession
+            from .engines.tensorrt_engine import TensorRTSession
 
             sessions = {name: TensorRTSession(safe_member(bundle, manifest.engines[name]["file"]))
                           if name in manifest.engines else
@@ -205,9 +205,8 @@ class Annotator(BundleFacts):
         or one ``threshold`` for all), best first, at most ``top_k``, at least the manifest's ``min_labels``."""
         scoring = self.manifest.scoring
         assert scoring is not None
-        check_options(top_k, threshold)
-        thresholds = [threshold] * len(self.vocabulary) if threshold is not None else list(scoring.thresholds)
-        chosen = select_labels(probs, thresholds, top_k if top_k is not None else scoring.top_k, scoring.min_labels)
+        rules = self.scoring_config(top_k, threshold)
+        chosen = select_labels(probs, rules.thresholds, rules.top_k, rules.min_labels)
         return [Annotation(self.vocabulary.decode(ids), [float(probs[i, j]) for j in ids], ids)
                 for i, ids in enumerate(chosen)]
 
@@ -231,7 +230,7 @@ class Annotator(BundleFacts):
         """Annotate images given as paths, PIL images or uint8 arrays; the next batches are decoded in
         background threads (``inputs.decode_workers``) while the engine runs.  A file that cannot be
         read raises ValueError naming it."""
-        from .inputs import decode_workers, prefetch
+        from .photos import decode_workers, prefetch
 
         images = list(images)
         chunks = [images[start:start + batch_size] for start in range(0, len(images), batch_size)]

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .vocabulary import Vocabulary
+from .bundle.vocabulary import Vocabulary
 
 SKIP_REASONS = ("unknown-label", "missing-image", "no-labels")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .manifest import MemorySpec
+from .bundle.manifest import MemorySpec
 
 EMBEDDING_OUTPUT = "embedding"
 """The encoder output every exported bundle has (format 3): the L2-normalised pooled features ``[B, D]``

@@ -6,76 +6,21 @@ the tensors the exported runtime feeds it are identical by construction.
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import stat
 import warnings
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
 
-RESIZE_RULES = ("stretch",)
-DECODE_RULES = ("full", "draft")
+from .bundle.preprocess_config import PreprocessConfig
+
 INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+"""The PIL filter of each interpolation name a :class:`PreprocessConfig` may hold."""
 
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    """How a photo becomes a model input: ``[3, size, size]`` float32, RGB, normalised.
-
-    ``resize = "stretch"`` resizes the whole photo to ``size x size`` without
-    cropping, as the reference implementation does.
-
-    ``decode = "draft"`` decodes only the pixels the resize needs: a JPEG at the largest DCT scale
-    (1/2, 1/4 or 1/8) that keeps both sides at or above ``image_size`` (libjpeg's downscaling while
-    decoding), other formats reduced by the largest whole factor that does the same; a 4032x3024
-    camera JPEG decodes about 9x faster.  ``full`` decodes every pixel: the rule of checkpoints
-    and bundles made before ``decode`` existed, which keep their exact behaviour.
-    """
-
-    image_size: int = 224
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    resize: str = "stretch"
-    interpolation: str = "bilinear"
-    channel_order: str = "RGB"
-    layout: str = "NCHW"
-    scale: float = field(default=1.0 / 255.0)
-    decode: str = "full"
-
-    def __post_init__(self) -> None:
-        if self.image_size < 8:
-            raise ValueError(f"image size {self.image_size} is too small (at least 8)")
-        if self.resize not in RESIZE_RULES:
-            raise ValueError(f"unknown resize rule {self.resize!r}; known: {', '.join(RESIZE_RULES)}")
-        if self.decode not in DECODE_RULES:
-            raise ValueError(f"unknown decode rule {self.decode!r}; known: {', '.join(DECODE_RULES)}")
-        if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"unknown interpolation {self.interpolation!r}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError("mean and std need three values each, std positive")
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @property
-    def decode_size(self) -> int | None:
-        """The smallest side :func:`load_image` must keep (None: decode every pixel)."""
-        return self.image_size if self.decode == "draft" else None
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "PreprocessConfig":
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in known.items()})
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
 
 
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485

@@ -12,14 +12,6 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return np.exp(-np.logaddexp(0.0, -logits.astype(np.float64))).astype(np.float32)
 
 
-def check_options(top_k: int | None, threshold: float | None) -> None:
-    """Refuse a score-bundle override that cannot select labels (a clear ValueError)."""
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k (--top-k) must be at least 1, got {top_k}")
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold (--threshold) must be in [0, 1], got {threshold}")
-
-
 def select_labels(probs: np.ndarray, thresholds: Sequence[float] | np.ndarray,
                   top_k: int | None = None, min_labels: int = 0) -> list[list[int]]:
     """Per image, the label ids whose score reaches that label's threshold, at most ``top_k`` (None or 0:

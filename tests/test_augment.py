@@ -7,13 +7,15 @@ import torch
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-from corel_annotate.runtime.preprocessing import PreprocessConfig, preprocess
+from corel_annotate.runtime.bundle.preprocess_config import PreprocessConfig
+
+from corel_annotate.runtime.preprocessing import preprocess
 from corel_annotate.training.augment import AugmentConfig, augment_image, crop_box, view_rng
 from corel_annotate.training.backbones import build_backbone
 from corel_annotate.training.checkpoint import load_checkpoint
 from corel_annotate.training.config import DecodingConfig, ModelConfig, SequenceConfig, TrainConfig
 from corel_annotate.training.features import cached_features
-from corel_annotate.training.registry import create_model
+from corel_annotate.training.factory import create_model
 from corel_annotate.training.trainer import ViewDataset, train
 
 

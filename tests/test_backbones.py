@@ -7,7 +7,7 @@ import timm
 
 from corel_annotate.training.backbones import build_backbone
 from corel_annotate.training.config import ModelConfig
-from corel_annotate.training.registry import create_model
+from corel_annotate.training.factory import create_model
 
 
 def test_lite0_takes_packaged_imagenet_weights_positionally():

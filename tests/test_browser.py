@@ -22,9 +22,9 @@ from typer.testing import CliRunner
 from corel_annotate.benchmarks.browser import open_page
 from corel_annotate.runtime.annotator import Annotator
 from corel_annotate.runtime.dataset import CorelDataset
-from corel_annotate.runtime.manifest import BundleManifest, load_manifest
+from corel_annotate.runtime.bundle.manifest import BundleManifest, load_manifest
 from corel_annotate.runtime.preprocessing import preprocess_file
-from corel_annotate.runtime.web_server import PageConfig, WebServer
+from corel_annotate.runtime.web.server import PageConfig, WebServer
 from test_manifest_schema import MEMORY_MUTATIONS, VALIDATOR, _get, manifests, set_path, typed_fields, wrong_value
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -200,7 +200,7 @@ def test_server_serves_only_its_folders_with_isolation_headers(bundles):
 
 
 def test_corel_web_refuses_a_bad_bundle(tmp_path):
-    from corel_annotate.runtime.cli_web import web_app
+    from corel_annotate.runtime.cli.web import web_app
 
     result = CliRunner().invoke(web_app, ["--model", str(tmp_path / "missing.bundle"), "--port", "0"])
     assert result.exit_code == 2

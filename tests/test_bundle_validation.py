@@ -8,7 +8,7 @@ import pytest
 
 from corel_annotate.export.bundle import export_bundle
 from corel_annotate.runtime.annotator import Annotator
-from corel_annotate.runtime.manifest import sha256_file
+from corel_annotate.runtime.bundle.manifest import sha256_file
 
 
 @pytest.fixture

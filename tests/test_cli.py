@@ -6,7 +6,7 @@ import json
 import torch
 from typer.testing import CliRunner
 
-from corel_annotate.training.cli import app
+from corel_annotate.training.cli.train import app
 
 runner = CliRunner()
 

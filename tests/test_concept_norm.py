@@ -6,8 +6,9 @@ import json
 
 import torch
 
+from corel_annotate.runtime.bundle.preprocess_config import PreprocessConfig
 from corel_annotate.training.config import CheckpointConfig, DecodingConfig, ModelConfig, SequenceConfig, TrainConfig
-from corel_annotate.training.registry import create_model
+from corel_annotate.training.factory import create_model
 
 
 def _spread(concept_norm: str) -> float:
@@ -28,7 +29,7 @@ def test_layer_norm_makes_the_initial_state_depend_on_the_photo():
 
 def test_checkpoints_without_the_field_keep_raw_probabilities():
     cfg = CheckpointConfig(model=ModelConfig(method="sr-cnn-rnn", num_labels=3), sequence=SequenceConfig(),
-                           decode=DecodingConfig(), train=TrainConfig(), vocabulary=["a", "b", "c"], preprocess={})
+                           decode=DecodingConfig(), train=TrainConfig(), vocabulary=["a", "b", "c"], preprocess=PreprocessConfig())
     assert CheckpointConfig.from_json(cfg.to_json()).model.concept_norm == "layer"
     data = json.loads(cfg.to_json())
     del data["model"]["concept_norm"]

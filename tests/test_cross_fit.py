@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from corel_annotate.training.config import DecodingConfig, ModelConfig, SequenceConfig, TrainConfig
 from corel_annotate.training.cross_fit import cross_fit_scores, fold_indices
-from corel_annotate.training.registry import create_model
+from corel_annotate.training.factory import create_model
 
 
 def test_folds_partition_the_photos():
@@ -77,8 +77,8 @@ def oof_checkpoint(synth_data, feature_cache, tmp_path_factory):
 
 def test_oof_trains_on_every_photo_and_thresholds_come_from_the_stored_scores(oof_checkpoint, synth_data):
     from corel_annotate.runtime.dataset import CorelDataset
-    from corel_annotate.runtime.metrics import label_sets_to_matrix
-    from corel_annotate.runtime.thresholds import shrunk_thresholds
+    from corel_annotate.runtime.evaluation.metrics import label_sets_to_matrix
+    from corel_annotate.runtime.evaluation.thresholds import shrunk_thresholds
     from corel_annotate.training.checkpoint import load_checkpoint
 
     path, _ = oof_checkpoint

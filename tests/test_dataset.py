@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from corel_annotate.runtime.dataset import SKIP_REASONS, CorelDataset, read_annotations
-from corel_annotate.runtime.vocabulary import Vocabulary
+from corel_annotate.runtime.bundle.vocabulary import Vocabulary
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "corel5k"
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from corel_annotate.training.config import DecodingConfig, ModelConfig
 from corel_annotate.training.decoding import beam_decode, decode, greedy_decode
-from corel_annotate.training.registry import create_model
+from corel_annotate.training.factory import create_model
 
 V = 4
 

@@ -1,13 +1,14 @@
 """Decoding only the pixels the model needs: JPEG draft mode and reduce, recorded in the config."""
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from corel_annotate.runtime.preprocessing import PreprocessConfig, load_image, preprocess, preprocess_file
+from corel_annotate.runtime.bundle.preprocess_config import PreprocessConfig
+
+from corel_annotate.runtime.preprocessing import load_image, preprocess, preprocess_file
 
 
 def camera_photo(path, size=(2016, 1512), orientation: int | None = None, fmt: str = "JPEG") -> None:

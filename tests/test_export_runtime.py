@@ -14,8 +14,9 @@ from conftest import EXPORT_METHODS, REPO
 from corel_annotate.export.onnx_graphs import wrappers
 from corel_annotate.runtime.annotator import Annotator
 from corel_annotate.runtime.dataset import CorelDataset
-from corel_annotate.runtime.metrics import annotation_metrics, label_sets_to_matrix
-from corel_annotate.runtime.preprocessing import PreprocessConfig, preprocess_file
+from corel_annotate.runtime.evaluation.metrics import annotation_metrics, label_sets_to_matrix
+from corel_annotate.runtime.bundle.preprocess_config import PreprocessConfig
+from corel_annotate.runtime.preprocessing import preprocess_file
 from corel_annotate.training.checkpoint import model_from_checkpoint
 from corel_annotate.training.config import DecodingConfig
 from corel_annotate.training.evaluation import predict_images
@@ -38,7 +39,7 @@ def torch_predictions(model, cfg, images: np.ndarray, beam_width: int) -> tuple[
 def test_batch(synth_data, bundles):
     split, vocab = split_and_vocab(synth_data)
     _, cfg = model_from_checkpoint(bundles["cnn"][0])
-    pre = PreprocessConfig.from_dict(cfg.preprocess)
+    pre = cfg.preprocess
     images = np.stack([preprocess_file(s.path, pre) for s in split.samples])
     return split, vocab, images
 
@@ -104,7 +105,7 @@ def test_eval_metrics_equal_pytorch_evaluation(bundles, synth_data, test_batch, 
     sets, probs = torch_predictions(model, cfg, images, cfg.decode.beam_width)
     targets = label_sets_to_matrix(split.label_ids(vocab), len(vocab))
     reference = annotation_metrics(targets, label_sets_to_matrix(sets, len(vocab)), probs).to_dict()
-    result = subprocess.run([sys.executable, "-m", "corel_annotate.runtime.cli_eval", "--model", str(bundle), "--data",
+    result = subprocess.run([sys.executable, "-m", "corel_annotate.runtime.cli.eval", "--model", str(bundle), "--data",
                              str(synth_data), "--json", "--no-progress", "--device", device, "--precision", "fp32"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     got = json.loads(result.stdout)
@@ -131,8 +132,8 @@ def test_runtime_never_imports_torch(bundles, synth_data, tmp_path):
 import sys
 sys.modules['torch'] = None  # any attempt to import torch now fails
 from corel_annotate.runtime.annotator import Annotator
-from corel_annotate.runtime.evaluation import evaluate_bundle
-from corel_annotate.runtime.cli import infer_app, eval_app
+from corel_annotate.runtime.evaluation.runner import evaluate_bundle
+from corel_annotate.runtime.cli.infer import infer_app, eval_app
 a = Annotator.load({str(bundle)!r})
 print(len(a.annotate([{str(next((synth_data / 'images').iterdir()))!r}], beam_width=3)))
 print(evaluate_bundle(Annotator.load({str(gcn)!r}), {str(synth_data)!r}).metrics.per_class_f1 > 0)
@@ -140,7 +141,7 @@ print(evaluate_bundle(Annotator.load({str(gcn)!r}), {str(synth_data)!r}).metrics
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["1", "True"]
-    mods = subprocess.run([sys.executable, "-c", "import sys, corel_annotate.runtime.annotator, corel_annotate.runtime.cli, corel_annotate.runtime.evaluation; "
+    mods = subprocess.run([sys.executable, "-c", "import sys, corel_annotate.runtime.annotator, corel_annotate.runtime.cli.infer, corel_annotate.runtime.evaluation.runner; "
                            "print(any(m == 'torch' or m.startswith('torch.') for m in sys.modules))"],
                           capture_output=True, text=True, cwd=REPO)
     assert mods.stdout.strip() == "False", mods.stderr
@@ -169,7 +170,7 @@ def test_preprocessing_matches_the_torchvision_training_transform(synth_data):
 
 
 def test_openvino_bf16_is_explicit_recorded_and_close(bundles, test_batch):
-    from corel_annotate.runtime.openvino_session import cpu_precisions
+    from corel_annotate.runtime.engines.openvino_session import cpu_precisions
 
     if "bf16" not in cpu_precisions():
         pytest.skip("this CPU has no bfloat16 units")

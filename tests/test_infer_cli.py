@@ -8,7 +8,7 @@ import json
 from PIL import Image
 from typer.testing import CliRunner
 
-from corel_annotate.runtime.cli import infer_app
+from corel_annotate.runtime.cli.infer import infer_app
 
 runner = CliRunner()
 
@@ -103,7 +103,7 @@ def test_attention_maps_need_a_bundle_with_an_attention_output(bundles, synth_da
 
 
 def test_the_engine_that_ran_is_reported(bundles, synth_data):
-    from corel_annotate.runtime.openvino_session import cpu_precisions, resolve_engine
+    from corel_annotate.runtime.engines.openvino_session import cpu_precisions, resolve_engine
 
     image = str(next((synth_data / "images").iterdir()))
     auto = runner.invoke(infer_app, [image, "--model", str(bundles["cnn"][1]), "--no-progress"])

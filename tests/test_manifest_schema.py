@@ -13,15 +13,15 @@ import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from corel_annotate.export.schema import main as schema_main, manifest_schema
-from corel_annotate.runtime.manifest import FORMAT, SCHEMA_FILE, BundleManifest, load_manifest
+from corel_annotate.runtime.bundle.schema import main as schema_main, manifest_schema
+from corel_annotate.runtime.bundle.manifest import FORMAT, SCHEMA_FILE, BundleManifest, load_manifest
 
 VALIDATOR = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text(encoding="utf-8")))
 SOURCE = "bundle/manifest.json"
 
 
 def test_committed_schema_is_generated_from_the_dataclasses():
-    assert schema_main(["--check"]) == 0, "run python -m corel_annotate.export.schema"
+    assert schema_main(["--check"]) == 0, "run python -m corel_annotate.runtime.bundle.schema"
     jsonschema.Draft202012Validator.check_schema(manifest_schema())
 
 

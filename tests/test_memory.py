@@ -18,7 +18,7 @@ from onnx import numpy_helper
 
 from corel_annotate.runtime.annotator import Annotator
 from corel_annotate.runtime.dataset import CorelDataset
-from corel_annotate.runtime.manifest import BundleManifest, load_manifest
+from corel_annotate.runtime.bundle.manifest import BundleManifest, load_manifest
 from corel_annotate.runtime.memory import interpolate_log_probs
 from corel_annotate.runtime.preprocessing import preprocess_file
 from corel_annotate.training.checkpoint import model_from_checkpoint
@@ -54,8 +54,8 @@ def sha(path: Path) -> dict[str, str]:
 
 def test_memory_graph_equals_brute_force_on_both_engines(tmp_path):
     from corel_annotate.export.memory import MemoryTable, memory_graph
-    from corel_annotate.runtime.openvino_session import OpenVINOSession
-    from corel_annotate.runtime.manifest import GraphSpec, TensorSpec
+    from corel_annotate.runtime.engines.openvino_session import OpenVINOSession
+    from corel_annotate.runtime.bundle.manifest import GraphSpec, TensorSpec
 
     rng = np.random.default_rng(0)
     keys = rng.normal(size=(40, 16)).astype(np.float32)

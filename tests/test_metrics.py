@@ -11,7 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from corel_annotate.runtime.metrics import (
+from corel_annotate.runtime.evaluation.metrics import (
     EPS,
     AnnotationMetrics,
     annotation_metrics,

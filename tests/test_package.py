@@ -31,7 +31,7 @@ def test_wheel_holds_one_top_level_package(tmp_path):
     info = next(t for t in tops if t.endswith(".dist-info"))
     assert zipfile.ZipFile(wheel).read(f"{info}/top_level.txt").decode().split() == ["corel_annotate"]
     for member in ("corel_annotate/__init__.py", "corel_annotate/runtime/annotator.py",
-                   "corel_annotate/runtime/bundle.schema.json", "corel_annotate/training/models/attention.py",
+                   "corel_annotate/runtime/bundle/bundle.schema.json", "corel_annotate/training/models/attention.py",
                    "corel_annotate/export/bundle.py", "corel_annotate/benchmarks/cli.py",
                    "corel_annotate/runtime/web/index.html", "corel_annotate/runtime/web/annotator.js",
                    "corel_annotate/runtime/web/vendor/ort.wasm.min.mjs",
@@ -60,7 +60,7 @@ def test_users_own_training_and_export_folders_do_not_shadow_ours(tmp_path):
 
 
 def test_importing_the_runtime_api_does_not_import_torch():
-    code = ("import sys; from corel_annotate import Annotator, load_manifest; import corel_annotate.runtime.cli; "
+    code = ("import sys; from corel_annotate import Annotator, load_manifest; import corel_annotate.runtime.cli.infer; "
             "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -5,7 +5,7 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
-from corel_annotate.training.plot_cli import app
+from corel_annotate.training.cli.plot import app
 from corel_annotate.training.plots import neighbour_cooccurrence, tsne_2d
 
 

@@ -12,7 +12,7 @@ from corel_annotate.benchmarks.cli import app as bench_app
 from corel_annotate.benchmarks.flops import graph_flops
 from corel_annotate.export.bundle import export_bundle
 from corel_annotate.runtime.annotator import Annotator
-from corel_annotate.runtime.evaluation import evaluate_bundle
+from corel_annotate.runtime.evaluation.runner import evaluate_bundle
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_int8_validation_split_is_the_training_runs(bundles, synth_data):
 
     from corel_annotate.export.int8_accuracy import validation_set
     from corel_annotate.runtime.dataset import CorelDataset
-    from corel_annotate.runtime.preprocessing import PreprocessConfig, preprocess_file
+    from corel_annotate.runtime.preprocessing import preprocess_file
     from corel_annotate.training.checkpoint import load_checkpoint
     from corel_annotate.training.trainer import validation_split
 
@@ -71,7 +71,7 @@ def test_int8_validation_split_is_the_training_runs(bundles, synth_data):
     val_idx, fit_idx = validation_split(len(train.samples), cfg.train.val_fraction, cfg.train.seed)
     assert not set(val_idx) & set(fit_idx) and len(val_idx) + len(fit_idx) == len(train.samples)
     validation = validation_set(cfg)
-    first = preprocess_file(train.samples[val_idx[0]].path, PreprocessConfig.from_dict(cfg.preprocess))
+    first = preprocess_file(train.samples[val_idx[0]].path, cfg.preprocess)
     assert np.array_equal(validation.images[0], first)
     assert validation.targets.sum(axis=1).min() >= 1
     assert validation_set(dataclasses.replace(cfg, data={**cfg.data, "dir": str(synth_data / "missing")})) is None
@@ -103,7 +103,7 @@ def test_corel_bench_latency_writes_table_chart_and_json(bundles, synth_data, tm
                                             "--repeats", "2", "--warmup", "1"])
     assert result.exit_code == 0, result.output
     data = json.loads((out / "latency.json").read_text())
-    from corel_annotate.runtime.openvino_session import cpu_precisions
+    from corel_annotate.runtime.engines.openvino_session import cpu_precisions
 
     measured = {(r["variant"], r["batch"]) for r in data["rows"] if not r.get("note")}
     openvino = ["openvino-fp32", "openvino-int8"] + (["openvino-bf16"] if "bf16" in cpu_precisions() else [])

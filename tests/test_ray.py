@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'corel-annotate[ray]')")
 
 from corel_annotate.benchmarks.ray_bench import kill_one_actor  # noqa: E402
-from corel_annotate.runtime.cli import _ray_flag, infer_app  # noqa: E402
-from corel_annotate.runtime.ray_job import Sizing, start_ray  # noqa: E402
+from corel_annotate.runtime.cli.infer import _ray_flag, infer_app  # noqa: E402
+from corel_annotate.runtime.jobs.ray_job import Sizing, start_ray  # noqa: E402
 
 runner = CliRunner()
 

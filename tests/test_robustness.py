@@ -15,13 +15,14 @@ from PIL import Image
 from conftest import REPO
 from corpus import build_corpus
 from corel_annotate.runtime.decoder_state import DecoderState
-from corel_annotate.runtime.decoding import beam_search, greedy
-from corel_annotate.runtime.decoding_config import DecodingConfig
-from corel_annotate.runtime.preprocessing import PreprocessConfig, display_path, load_image, preprocess, preprocess_file
+from corel_annotate.runtime.search import beam_search, greedy
+from corel_annotate.runtime.bundle.decoding_config import DecodingConfig
+from corel_annotate.runtime.bundle.preprocess_config import PreprocessConfig
+from corel_annotate.runtime.preprocessing import display_path, load_image, preprocess, preprocess_file
 
 
 def run_infer(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "corel_annotate.runtime.cli_infer", *map(str, args), "--no-progress"],
+    return subprocess.run([sys.executable, "-m", "corel_annotate.runtime.cli.infer", *map(str, args), "--no-progress"],
                           capture_output=True, text=True, cwd=REPO, timeout=timeout)
 
 
@@ -70,7 +71,7 @@ def test_kill_and_resume_annotates_every_image_once(bundles, synth_data, tmp_pat
     listing = tmp_path / "list.txt"
     listing.write_text("\n".join(map(str, images)) + "\n")
     out = tmp_path / "r.jsonl"
-    cmd = [sys.executable, "-m", "corel_annotate.runtime.cli_infer", str(listing), "--model", str(bundles["attention"][1]), "-o",
+    cmd = [sys.executable, "-m", "corel_annotate.runtime.cli.infer", str(listing), "--model", str(bundles["attention"][1]), "-o",
            str(out), "--batch-size", "1", "--no-progress", "--beam-width", "3"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from corel_annotate.runtime.vocabulary import Vocabulary
+from corel_annotate.runtime.bundle.vocabulary import Vocabulary
 from corel_annotate.training.models.gcn import correlation_matrix
 from corel_annotate.training.sequences import encode_sequences, label_rank, multi_hot
 

@@ -19,13 +19,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from corel_annotate.benchmarks.serve import free_ports
-from corel_annotate.runtime.cli import infer_app
+from corel_annotate.runtime.cli.infer import infer_app
 
 pytest.importorskip("pytriton")
 tritonclient_http = pytest.importorskip("tritonclient.http")
 runner = CliRunner()
 MAX_IMAGE_BYTES = 2_000_000
-SERVE = [sys.executable, "-m", "corel_annotate.runtime.cli_serve"]
+SERVE = [sys.executable, "-m", "corel_annotate.runtime.cli.serve"]
 
 
 @dataclass

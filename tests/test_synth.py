@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from corel_annotate.training.cli.synth import app
 from corel_annotate.training.synth import (
     COLORS,
     SynthConfig,
-    app,
     generate,
     home_scenes,
     label_names,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from corel_annotate.runtime.thresholds import GRID, f1, mcc, tune_thresholds
+from corel_annotate.runtime.evaluation.thresholds import GRID, f1, mcc, tune_thresholds
 from corel_annotate.training.checkpoint import load_checkpoint
 
 
@@ -70,9 +70,9 @@ def test_trained_thresholds_reach_the_bundle(bundles):
 
 
 def test_balanced_threshold_is_the_grid_optimum():
-    from corel_annotate.runtime.metrics import annotation_metrics, label_sets_to_matrix
+    from corel_annotate.runtime.evaluation.metrics import annotation_metrics, label_sets_to_matrix
     from corel_annotate.runtime.scoring import select_labels
-    from corel_annotate.runtime.thresholds import balanced_threshold
+    from corel_annotate.runtime.evaluation.thresholds import balanced_threshold
 
     rng = np.random.default_rng(2)
     targets = rng.random((120, 9)) < np.linspace(0.05, 0.5, 9)  # rare to common labels
@@ -112,7 +112,7 @@ def test_labels_rank_by_score_relative_to_their_threshold():
 
 
 def test_shrunk_thresholds_follow_the_labels_own_evidence():
-    from corel_annotate.runtime.thresholds import balanced_threshold, shrunk_thresholds
+    from corel_annotate.runtime.evaluation.thresholds import balanced_threshold, shrunk_thresholds
 
     rng = np.random.default_rng(3)
     targets = np.zeros((200, 3), dtype=bool)

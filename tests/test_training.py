@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from corel_annotate.runtime.dataset import CorelDataset
-from corel_annotate.runtime.metrics import annotation_metrics
+from corel_annotate.runtime.evaluation.metrics import annotation_metrics
 from corel_annotate.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from corel_annotate.training.config import DecodingConfig, ModelConfig, SequenceConfig, TrainConfig
 from corel_annotate.training.sequences import multi_hot
@@ -155,7 +155,7 @@ def test_torchrun_two_cpu_processes(synth_data, feature_cache, tmp_path):
     out = tmp_path / "ddp.ckpt"
     env = {**os.environ, "COREL_CACHE_DIR": str(feature_cache), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "corel_annotate.training.cli", "--data", str(synth_data), "--method", "cnn", "--epochs", "8",
+           "-m", "corel_annotate.training.cli.train", "--data", str(synth_data), "--method", "cnn", "--epochs", "8",
            "--image-size", str(IMAGE_SIZE), "--out", str(out), "--device", "cpu", "--no-progress",
            "--cache-dir", str(feature_cache)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

@@ -1,4 +1,4 @@
-"""Tests for ML-WGAN augmentation (training/wgan.py, training/augment_cli.py, training/plots.py) on tiny data."""
+"""Tests for ML-WGAN augmentation (training/wgan.py, training/cli/augment.py, training/plots.py) on tiny data."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from corel_annotate.runtime.dataset import CorelDataset
-from corel_annotate.training.augment_cli import app
+from corel_annotate.training.cli.augment import app
 from corel_annotate.training.synth import SynthConfig, generate
 from corel_annotate.training.wgan import (
     Critic,
@@ -256,7 +256,6 @@ def test_augmented_training_caches_photos_and_generated_images_apart(synth_data,
     from corel_annotate.training.backbones import build_backbone
     from corel_annotate.training.config import DecodingConfig, ModelConfig, SequenceConfig, TrainConfig
     from corel_annotate.training.features import cache_key
-    from corel_annotate.runtime.preprocessing import PreprocessConfig
 
     samples = CorelDataset(synth_data).read("train").samples
     aug = tmp_path / "aug"
@@ -276,7 +275,7 @@ def test_augmented_training_caches_photos_and_generated_images_apart(synth_data,
                 cache_dir=cache, log=lambda _m: None, show_progress=False)
     assert cfg.data["augmented"]["images"] == 5
     _, info = build_backbone(cfg.model.backbone, cfg.model.backbone_weights)
-    pre = PreprocessConfig.from_dict(cfg.preprocess)
+    pre = cfg.preprocess
     gen_paths = [aug / "images" / f"{Path(s.image_name).stem}_gan_0.jpeg" for s in chosen]
     photos = np.load(cache / f"{cache_key(cfg.model.backbone, info.weights_id, pre, 'pooled', [s.path for s in samples])}.npy")
     generated = np.load(cache / f"{cache_key(cfg.model.backbone, info.weights_id, pre, 'pooled', gen_paths)}.npy")

@@ -15,7 +15,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from corel_annotate.runtime.preprocessing import INTERPOLATIONS, PreprocessConfig, load_image
+from corel_annotate.runtime.bundle.preprocess_config import PreprocessConfig
+
+from corel_annotate.runtime.preprocessing import INTERPOLATIONS, load_image
 
 
 @dataclass(frozen=True)

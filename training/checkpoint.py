@@ -16,7 +16,7 @@ from torch import nn
 
 from .backbones import RANDOM, build_backbone
 from .config import CheckpointConfig
-from .registry import create_model
+from .factory import create_model
 
 FORMAT = "corel-annotate/checkpoint"
 FORMAT_VERSION = 1

@@ -6,9 +6,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ..runtime.decoding_config import DecodingConfig
-from ..runtime.preprocessing import DECODE_RULES
+from corel_annotate.runtime.bundle.decoding_config import DecodingConfig
+from corel_annotate.runtime.bundle.preprocess_config import DECODE_RULES, PreprocessConfig
+from corel_annotate.runtime.bundle.scoring_config import ScoringConfig
 from .augment import AugmentConfig
+from .registry import list_methods, method_spec
 
 __all__ = ["DecodingConfig", "ModelConfig", "SequenceConfig", "TrainConfig", "CheckpointConfig", "Preset", "PRESETS"]
 
@@ -85,8 +87,6 @@ class ModelConfig:
     concept_norm: str = "layer"
 
     def __post_init__(self) -> None:
-        from .registry import method_spec
-
         spec = method_spec(self.method)
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; known: {', '.join(LOSSES)}")
@@ -95,15 +95,11 @@ class ModelConfig:
         if self.concept_norm not in CONCEPT_NORMS:
             raise ValueError(f"unknown concept normalisation {self.concept_norm!r}; known: {', '.join(CONCEPT_NORMS)}")
         if self.order_free != "none" and spec.kind != "sequence":
-            from .registry import list_methods
-
             raise ValueError(f"--order-free {self.order_free} needs a recurrent method "
                              f"({', '.join(list_methods('sequence'))})")
 
     @property
     def is_sequence(self) -> bool:
-        from .registry import method_spec
-
         return method_spec(self.method).kind == "sequence"
 
 
@@ -182,7 +178,7 @@ class CheckpointConfig:
     decode: DecodingConfig
     train: TrainConfig
     vocabulary: list[str]
-    preprocess: dict[str, Any]
+    preprocess: PreprocessConfig
     metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
@@ -194,6 +190,15 @@ class CheckpointConfig:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
+    @property
+    def scoring(self) -> ScoringConfig | None:
+        """A score model's label selection as the bundle will carry it (None for sequence models and
+        before thresholds are set); stored flat (``thresholds``, ``top_k`` with 0 for no cap,
+        ``min_labels``) as checkpoints always were."""
+        if self.model.is_sequence or not self.thresholds:
+            return None
+        return ScoringConfig(tuple(self.thresholds), self.top_k or None, self.min_labels)
+
     @classmethod
     def from_json(cls, text: str) -> "CheckpointConfig":
         data = json.loads(text)
@@ -204,7 +209,7 @@ class CheckpointConfig:
             decode=DecodingConfig.from_dict(data["decode"]),
             train=from_dict(TrainConfig, data["train"]),
             vocabulary=list(data["vocabulary"]),
-            preprocess=dict(data["preprocess"]),
+            preprocess=PreprocessConfig.from_dict(data["preprocess"]),
             metrics=dict(data.get("metrics", {})),
             history=list(data.get("history", [])),
             data=dict(data.get("data", {})),

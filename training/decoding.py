@@ -1,8 +1,8 @@
 """Reference PyTorch decoding for the recurrent models: greedy and beam search.
 
 Kept plain on purpose (one image at a time, Python lists, no early stopping): it is what the
-exported runtime's batched numpy decoders (``runtime/decoding.py``) are checked against.  The
-rules are :class:`~corel_annotate.runtime.decoding_config.DecodingConfig`'s:
+exported runtime's batched numpy decoders (``runtime/search.py``) are checked against.  The
+rules are :class:`~corel_annotate.runtime.bundle.decoding_config.DecodingConfig`'s:
 
 * at most ``max_len`` labels, then only ``stop``; ``stop`` masked before ``min_labels`` labels;
 * ``forbid_repeat`` masks labels a hypothesis has already emitted;
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..runtime.decoding_config import DecodingConfig
+from corel_annotate.runtime.bundle.decoding_config import DecodingConfig
 from .models.recurrent import SequenceModel, State
 
 

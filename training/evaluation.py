@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from corel_annotate.runtime.metrics import AnnotationMetrics, annotation_metrics, label_sets_to_matrix
+from corel_annotate.runtime.evaluation.metrics import AnnotationMetrics, annotation_metrics, label_sets_to_matrix
 from corel_annotate.runtime.scoring import select_labels
 
 from .config import DecodingConfig

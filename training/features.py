@@ -16,8 +16,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from corel_annotate.runtime.inputs import prefetch, prefetch_batches
-from corel_annotate.runtime.preprocessing import PreprocessConfig
+from corel_annotate.runtime.photos import prefetch, prefetch_batches
+from corel_annotate.runtime.bundle.preprocess_config import PreprocessConfig
 
 from .augment import AugmentConfig, augmented_views
 from .models.base import AnnotationModel

@@ -1,23 +1,19 @@
-"""The one method registry, in the manner of timm's ``create_model``: the single source of truth.
+"""The one method registry, a leaf holding data (as timm's ``_registry.py``): the single source of truth.
 
-Each model class registers itself with a :class:`MethodSpec`: its kind (``scores`` or
-``sequence``), the ONNX graphs it exports with their inputs, outputs and dynamic axes (as
-Hugging Face Optimum's ONNX configs), its recurrent state map (which decoder-step output feeds
-which input at the next step), the per-image constants its steps read, and its optional outputs.
-``corel-train``'s ``--method`` choices, the exporter and the tests read this registry; the trainer
-calls the class's hooks (``training_inputs``, ``embedding_words``) instead of branching on names;
-the runtime never sees a method name, only what the exporter writes into the manifest.
+Each method is a :class:`MethodSpec`: its kind (``scores`` or ``sequence``), the ONNX graphs it
+exports with their inputs, outputs and dynamic axes (as Hugging Face Optimum's ONNX configs), its
+recurrent state map (which decoder-step output feeds which input at the next step), the per-image
+constants its steps read, and its optional outputs.  ``corel-train``'s ``--method`` choices, the
+config, the exporter and the tests read it; ``factory.py`` (as timm's ``_factory.py``) imports the
+model classes and turns a name into a model.  This module imports neither torch nor the models.
+The runtime never sees a method name, only what the exporter writes into the manifest.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal, TypeVar
-
-from torch import nn
+from typing import Literal
 
 from corel_annotate.runtime.memory import EMBEDDING_OUTPUT  # every encoder's last output (the label memory's key)
-
-from .config import ModelConfig
 
 Kind = Literal["scores", "sequence"]
 BATCH = "batch"
@@ -67,7 +63,6 @@ class MethodSpec:
     """Decoder-step inputs read from the encoder output of the same name, per image, every step."""
     optional_outputs: dict[str, str] = field(default_factory=dict)
     """Role -> decoder-step output, e.g. ``{"attention": "alpha"}`` (weights over feature positions)."""
-    model_class: type | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("scores", "sequence"):
@@ -106,27 +101,27 @@ def sequence_graphs(state: tuple[str, ...], constants: tuple[str, ...] = (), ext
     }
 
 
-_REGISTRY: dict[str, MethodSpec] = {}
-M = TypeVar("M", bound=type)
+LSTM_STATE = ("h", "c")
+LSTM_STATE_MAP = {"h_out": "h", "c_out": "c"}
 
+METHODS: tuple[MethodSpec, ...] = (
+    MethodSpec("cnn", "scores", "a linear classifier on pooled features (BCE, focal or ASL loss)", scores_graphs()),
+    MethodSpec("ml-gcn", "scores", "ML-GCN: label classifiers from a graph convolution over label embeddings and "
+               "co-occurrence", scores_graphs()),
+    MethodSpec("ria", "sequence", "RIA: an LSTM initialised from pooled features emits labels, rare first",
+               sequence_graphs(LSTM_STATE), state=LSTM_STATE_MAP),
+    MethodSpec("sr-cnn-rnn", "sequence", "SR-CNN-RNN: concept probabilities from the CNN initialise the LSTM",
+               sequence_graphs(LSTM_STATE), state=LSTM_STATE_MAP),
+    MethodSpec("attention", "sequence", "CNN-RNN with soft attention over the feature map",
+               sequence_graphs(LSTM_STATE, ("features", "projection"), ("alpha",)),
+               state=LSTM_STATE_MAP, constants=("features", "projection"), optional_outputs={"attention": "alpha"}),
+)
+"""Every method, in ``--method``'s order."""
 
-def register_method(spec: MethodSpec) -> Callable[[M], M]:
-    """Class decorator: make ``--method spec.name`` build this class."""
-    def wrap(cls: M) -> M:
-        if spec.name in _REGISTRY:
-            raise ValueError(f"method {spec.name!r} registered twice")
-        _REGISTRY[spec.name] = MethodSpec(**{**spec.__dict__, "model_class": cls})
-        cls.method_name = spec.name  # type: ignore[attr-defined]
-        return cls
-    return wrap
-
-
-def _load() -> None:
-    from . import models  # noqa: F401 - importing registers every method
+_REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in METHODS}
 
 
 def method_spec(name: str) -> MethodSpec:
-    _load()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -134,17 +129,5 @@ def method_spec(name: str) -> MethodSpec:
 
 
 def list_methods(kind: Kind | None = None) -> list[str]:
-    """Registered method names (in registration order), optionally of one kind."""
-    _load()
+    """Method names (in ``--method``'s order), optionally of one kind."""
     return [name for name, spec in _REGISTRY.items() if kind is None or spec.kind == kind]
-
-
-def model_class(name: str) -> type:
-    cls = method_spec(name).model_class
-    assert cls is not None
-    return cls
-
-
-def create_model(config: ModelConfig, backbone: nn.Module, **extra) -> nn.Module:
-    """Build the model for ``config.method`` around ``backbone``."""
-    return model_class(config.method)(config, backbone, **extra)

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from corel_annotate.runtime.vocabulary import Vocabulary
+from corel_annotate.runtime.bundle.vocabulary import Vocabulary
 
 
 def label_rank(ordering: str, train_label_ids: Sequence[Sequence[int]], num_labels: int) -> tuple[int, ...]:

@@ -15,8 +15,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorData
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from corel_annotate.runtime.dataset import CorelDataset, CorelSplit
-from corel_annotate.runtime.preprocessing import PreprocessConfig, load_image, preprocess_file
-from corel_annotate.runtime.thresholds import balanced_threshold, tune_thresholds
+from corel_annotate.runtime.bundle.preprocess_config import PreprocessConfig
+from corel_annotate.runtime.preprocessing import load_image, preprocess_file
+from corel_annotate.runtime.evaluation.thresholds import balanced_threshold, tune_thresholds
 
 from .augment import AugmentConfig, augment_image
 from .backbones import build_backbone
@@ -27,7 +28,7 @@ from .evaluation import evaluate, predict_features
 from .features import cached_features, compute_features, default_cache_dir
 from .glove import label_embeddings
 from .models.base import AnnotationModel
-from .registry import create_model, model_class
+from .factory import create_model, model_class
 from .sequences import encode_sequences, label_rank, multi_hot
 
 Log = Callable[[str], None]
@@ -243,7 +244,7 @@ def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceC
     loader, sampler, generator = _loader(run)
     optimizer, scheduler, wrapped = _optimiser(run, loader)
     ckpt = CheckpointConfig(model=run.model_cfg, sequence=run.seq_cfg, decode=run.decode_cfg, train=train_cfg,
-                            vocabulary=list(run.ds.vocabulary.labels), preprocess=run.preprocess.to_dict(),
+                            vocabulary=list(run.ds.vocabulary.labels), preprocess=run.preprocess,
                             data={"dir": str(data_dir), **run.data.info, "world_size": dist_info.world_size},
                             versions=versions(),
                             thresholds=[] if run.model.is_sequence else [0.5] * len(run.ds.vocabulary))
@@ -480,7 +481,7 @@ def _adopt_backbone(model: AnnotationModel, source: Path, model_cfg: ModelConfig
             "preprocessing": preprocess.to_dict(), "--train-top": train_cfg.train_top, "--seed": train_cfg.seed,
             "--val-fraction": train_cfg.val_fraction, "training images": data.info["fit_images"]}
     theirs = {"backbone": src.model.backbone, "backbone weights": src.model.backbone_weights,
-              "preprocessing": PreprocessConfig.from_dict(src.preprocess).to_dict(), "--train-top": src.train.train_top, "--seed": src.train.seed,
+              "preprocessing": src.preprocess.to_dict(), "--train-top": src.train.train_top, "--seed": src.train.seed,
               "--val-fraction": src.train.val_fraction, "training images": src.data.get("fit_images")}
     for key, value in mine.items():
         if json.dumps(theirs[key], sort_keys=True) != json.dumps(value, sort_keys=True):
@@ -574,9 +575,9 @@ def _oof_thresholds(run: _Run, ckpt: CheckpointConfig) -> None:
     positives the label has, with the label cap and floor.  The scores are stored in the checkpoint
     (float16, ``oof_scores``), so the exporter can tune the label memory on every training photo."""
     from .cross_fit import cross_fit_scores
-    from corel_annotate.runtime.metrics import annotation_metrics, label_sets_to_matrix
+    from corel_annotate.runtime.evaluation.metrics import annotation_metrics, label_sets_to_matrix
     from corel_annotate.runtime.scoring import select_labels
-    from corel_annotate.runtime.thresholds import shrunk_thresholds
+    from corel_annotate.runtime.evaluation.thresholds import shrunk_thresholds
 
     if not run.out.exists():
         return

@@ -23,7 +23,7 @@ export async function sha256Hex(buffer) {
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** The rules the schema cannot say (the same as runtime/manifest.py's check()). */
+/** The rules the schema cannot say (the same as runtime/bundle/manifest.py's check()). */
 export function checkManifest(m) {
   const V = m.vocabulary.length;
   if (m.format !== FORMAT) return `format is ${JSON.stringify(m.format)}, not ${FORMAT}`;
@@ -72,7 +72,7 @@ export function checkManifest(m) {
 
 const sameShape = (a, b) => a.length === b.length && a.every((d, i) => d === b[i]);
 
-/** The label memory's rules (runtime/manifest.py's _check_memory): its graph, tensors and settings. */
+/** The label memory's rules (runtime/bundle/manifest.py's _check_memory): its graph, tensors and settings. */
 function checkMemory(m, V) {
   const mem = m.memory;
   if (mem === undefined || mem === null) return m.graphs.memory ? "graphs.memory: a memory graph needs a memory section" : null;

@@ -1,5 +1,5 @@
 // Greedy and beam-search decoding around the single-step decoder graph: the rules of
-// runtime/decoding.py (token ids: labels 0..V-1, stop = V, start = V + 1; stop masked before
+// runtime/search.py (token ids: labels 0..V-1, stop = V, start = V + 1; stop masked before
 // min_labels, labels masked at max_len and, with forbid_repeat, once emitted; beam ranking by summed
 // log-probability, ties to the lower parent slot then the lower token; a stop among the first K
 // finishes its hypothesis, scored logprob / normaliser(n); exact early stopping; every live

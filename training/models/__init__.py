@@ -1,2 +1,1 @@
-"""Every annotation method; importing this package registers them."""
-from . import cnn, gcn, recurrent, attention  # noqa: F401  (registration order: the CLI's order)
+"""The model classes, one module per family; ``training/factory.py`` maps method names to them."""

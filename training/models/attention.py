@@ -13,8 +13,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..registry import MethodSpec, register_method, sequence_graphs
-from .recurrent import LSTM_STATE, LSTM_STATE_MAP, SequenceModel, State
+from .recurrent import SequenceModel, State
 
 
 class Attention(nn.Module):
@@ -31,10 +30,6 @@ class Attention(nn.Module):
         return (features * alpha.unsqueeze(2)).sum(dim=1), alpha
 
 
-@register_method(MethodSpec("attention", "sequence", "CNN-RNN with soft attention over the feature map",
-                            sequence_graphs(LSTM_STATE, ("features", "projection"), ("alpha",)),
-                            state=LSTM_STATE_MAP, constants=("features", "projection"),
-                            optional_outputs={"attention": "alpha"}))
 class AttentionModel(SequenceModel):
     feature_kind = "spatial"
 

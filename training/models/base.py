@@ -29,7 +29,6 @@ class AnnotationModel(nn.Module):
 
     feature_kind = "pooled"
     is_sequence = False
-    method_name = ""
 
     def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
         super().__init__()

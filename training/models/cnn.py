@@ -6,7 +6,6 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..losses import multilabel_loss
-from ..registry import MethodSpec, register_method, scores_graphs
 from .base import AnnotationModel
 
 
@@ -28,8 +27,6 @@ class ScoreModel(AnnotationModel):
         return loss, {"loss": float(loss.detach())}
 
 
-@register_method(MethodSpec("cnn", "scores", "a linear classifier on pooled features (BCE, focal or ASL loss)",
-                            scores_graphs()))
 class CNNModel(ScoreModel):
     def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
         super().__init__(config, backbone)

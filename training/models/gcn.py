@@ -16,7 +16,6 @@ from torch import nn
 import torch.nn.functional as F
 
 from ..config import ModelConfig
-from ..registry import MethodSpec, register_method, scores_graphs
 from .cnn import ScoreModel
 
 
@@ -59,8 +58,6 @@ class GraphConvolution(nn.Module):
         return adj @ (x @ self.weight)
 
 
-@register_method(MethodSpec("ml-gcn", "scores", "ML-GCN: label classifiers from a graph convolution over "
-                            "label embeddings and co-occurrence", scores_graphs()))
 class MLGCNModel(ScoreModel):
     def __init__(self, config: ModelConfig, backbone: nn.Module, embeddings: np.ndarray | None = None,
                  adjacency: np.ndarray | None = None) -> None:

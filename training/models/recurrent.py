@@ -17,7 +17,6 @@ import torch.nn.functional as F
 
 from ..alignment import align_targets
 from ..config import ModelConfig
-from ..registry import MethodSpec, register_method, sequence_graphs
 from .base import AnnotationModel
 
 State = dict[str, torch.Tensor]
@@ -91,12 +90,8 @@ class SequenceModel(AnnotationModel):
         return {**state, "h": h, "c": c}
 
 
-LSTM_STATE = ("h", "c")
-LSTM_STATE_MAP = {"h_out": "h", "c_out": "c"}
 
 
-@register_method(MethodSpec("ria", "sequence", "RIA: an LSTM initialised from pooled features emits labels, "
-                            "rare first", sequence_graphs(LSTM_STATE), state=LSTM_STATE_MAP))
 class RIAModel(SequenceModel):
     def __init__(self, config: ModelConfig, backbone: nn.Module, embeddings: np.ndarray | None = None) -> None:
         super().__init__(config, backbone, embeddings)
@@ -112,8 +107,6 @@ class RIAModel(SequenceModel):
         return self.fc(self.dropout(state["h"])), state, None
 
 
-@register_method(MethodSpec("sr-cnn-rnn", "sequence", "SR-CNN-RNN: concept probabilities from the CNN initialise "
-                            "the LSTM", sequence_graphs(LSTM_STATE), state=LSTM_STATE_MAP))
 class SRCNNRNNModel(RIAModel):
     """Concept probabilities from the CNN initialise the LSTM; the concept head has its own loss and
     the LSTM's loss does not reach it (the reference detaches the concepts for the LSTM).

@@ -1,0 +1,349 @@
+"""The bundle manifest: the contract between ``corel-export`` and every runtime.
+
+A bundle is a directory holding ``manifest.json`` and the ONNX graphs it names.  The manifest
+describes the bundle completely, so a runtime in any language runs it without knowing which
+method trained it: its kind (``scores`` or ``sequence``), each graph's inputs and outputs, which
+encoder output is what, how the decoder's recurrent state flows from step to step, which inputs
+are per-image constants, the decoding rules, the thresholds, the preprocessing and the sha256 of
+every file (checked before any session is created).  Its JSON Schema is ``bundle.schema.json``
+beside this file, generated from these dataclasses (``python -m corel_annotate.runtime.bundle.schema``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .decoding_config import DecodingConfig
+from .jsonclass import from_json
+from .preprocess_config import PreprocessConfig
+from .scoring_config import ScoringConfig
+from .vocabulary import Vocabulary
+
+FORMAT = "corel-annotate/bundle"
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (2, 3)
+"""Version 3 adds the optional ``memory`` section (and the ``memory`` graph); a version-2 manifest is
+a version-3 manifest without one, so both are read."""
+MANIFEST = "manifest.json"
+SCHEMA_FILE = Path(__file__).with_name("bundle.schema.json")
+DTYPES = ("float32", "float16", "int64")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: name, element type and shape (strings name dynamic axes)."""
+
+    name: str
+    dtype: Literal["float32", "float16", "int64"]
+    shape: tuple[int | str, ...]
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """One ONNX file and its interface."""
+
+    file: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def output(self, name: str) -> TensorSpec:
+        return next(t for t in self.outputs if t.name == name)
+
+
+@dataclass(frozen=True)
+class ScoringSpec:
+    """Kind ``scores``: the encoder output ``logits_output`` ``[B, V]`` holds one logit per label;
+    a label is kept when its sigmoid reaches its threshold, best first, at most ``top_k`` (null: no
+    cap), and the ``min_labels`` best-scored labels are kept when fewer reach their thresholds."""
+
+    logits_output: str
+    thresholds: tuple[float, ...]
+    top_k: int | None = None
+    min_labels: int = 0
+    activation: Literal["sigmoid"] = "sigmoid"
+
+    @property
+    def config(self) -> ScoringConfig:
+        """The selection rules as one validated value (ValueError when a field is out of range)."""
+        return ScoringConfig(self.thresholds, self.top_k, self.min_labels)
+
+
+@dataclass(frozen=True)
+class SequenceSpec:
+    """Kind ``sequence``: how to drive the ``decoder_step`` graph.
+
+    Each step feeds ``token_input`` (``[R]`` int64: ``start_id`` first, then the previous token),
+    every recurrent input (``state`` maps a step output to the input it feeds at the next step; the
+    first step reads the encoder output of the input's name) and every ``constants`` input (the
+    encoder output of that name, one row per image, the same at every step).  ``log_probs_output``
+    is ``[R, V + 1]``: labels ``0..V-1`` then ``stop_id`` = V; ``start_id`` = V + 1.  The optional
+    ``attention_output`` ``[R, P]`` holds attention weights over feature positions."""
+
+    token_input: str
+    log_probs_output: str
+    state: dict[str, str]
+    start_id: int
+    stop_id: int
+    decoding: DecodingConfig
+    constants: tuple[str, ...] = ()
+    attention_output: str | None = None
+
+
+@dataclass(frozen=True)
+class MemorySpec:
+    """The label memory: kNN label transfer over stored, labelled example embeddings.
+
+    The encoder output ``embedding_output`` ``[B, D]`` (L2-normalised) is the only input of the
+    ``memory`` graph, whose tensors hold the ``examples`` stored embeddings and their label sets.
+    Its output ``scores_output`` ``[B, V]`` is, for each label, the softmax-weighted (``temperature``)
+    share of the ``k`` most similar examples (cosine) that carry it: a probability in [0, 1].  ``k``
+    and ``temperature`` are baked into the graph and stated here; ``weight`` says how the memory's
+    scores combine with the bundle's own:
+
+    * ``scores``: ``score = (1 - weight) * sigmoid(logit) + weight * memory`` for the first
+      ``head_labels`` labels (the ones the encoder's logits cover) and ``score = memory`` for the
+      labels after them (added to the memory without retraining); thresholds apply to ``score``;
+    * ``sequence``: every step's probabilities become ``(1 - weight) * p + weight * q`` before
+      masking, where ``q`` keeps the step's stop probability and shares the rest among the labels
+      in proportion to the image's memory scores (kNN-LM); ``weight`` 0 leaves decoding unchanged."""
+
+    embedding_output: str
+    scores_output: str
+    k: int
+    temperature: float
+    weight: float
+    examples: int
+    head_labels: int
+    graph: Literal["memory"] = "memory"
+
+
+@dataclass(frozen=True)
+class BundleManifest:
+    """``manifest.json``: a bundle's kind (``scores``: the encoder gives label logits; ``sequence``: a
+    decoder_step graph emits labels one at a time), its vocabulary, how photos become the encoder's
+    ``image_input``, its graphs, the section of its kind (``scoring`` or ``sequence``), and the sha256
+    of every file.  ``source`` (the method and checkpoint that made it) is informational."""
+
+    kind: Literal["scores", "sequence"]
+    vocabulary: tuple[str, ...]
+    preprocess: PreprocessConfig
+    image_input: str
+    graphs: dict[str, GraphSpec]
+    scoring: ScoringSpec | None = None
+    sequence: SequenceSpec | None = None
+    memory: MemorySpec | None = None
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    opset: int = 17
+    versions: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+    engines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def is_sequence(self) -> bool:
+        return self.kind == "sequence"
+
+    @property
+    def method(self) -> str:
+        """The training method, for messages only (the runtime never branches on it)."""
+        return str(self.source.get("method", self.kind))
+
+    def vocab(self) -> Vocabulary:
+        return Vocabulary(tuple(self.vocabulary))
+
+    def preprocess_config(self) -> PreprocessConfig:
+        return self.preprocess
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = MANIFEST) -> "BundleManifest":
+        """Parse and validate a manifest dict; every problem is a one-line ValueError naming ``source``."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"{source}: not a corel-annotate bundle manifest")
+        version = data.get("format_version")
+        if version not in READABLE_VERSIONS or isinstance(version, bool):
+            raise ValueError(f"{source}: bundle format version {version!r} is not supported (this runtime reads "
+                             f"versions {', '.join(map(str, READABLE_VERSIONS))}); re-export the checkpoint with "
+                             "this corel-export")
+        try:
+            manifest = from_json(cls, data, "")
+            manifest.check()
+        except ValueError as exc:
+            raise ValueError(f"{source}: invalid manifest ({' '.join(str(exc).split())})") from None
+        return manifest
+
+    def check(self) -> None:
+        """Cross-field rules the types alone do not say; a ValueError names the first broken one."""
+        vocab = self.vocab()
+        n = len(vocab)
+        if "encoder" not in self.graphs:
+            raise ValueError("graphs: no 'encoder' graph")
+        encoder = self.graphs["encoder"]
+        if encoder.input_names() != [self.image_input]:
+            raise ValueError(f"graphs.encoder: inputs {encoder.input_names()}, expected [{self.image_input!r}]")
+        size = self.preprocess.image_size
+        shape = encoder.inputs[0].shape
+        if len(shape) != 4 or any(isinstance(d, int) and d != want for d, want in zip(shape[1:], (3, size, size))):
+            raise ValueError(f"graphs.encoder: input shape {list(shape)} does not take [batch, 3, {size}, {size}] images")
+        for name, graph in self.graphs.items():
+            for io in graph.inputs + graph.outputs:
+                if any(isinstance(d, int) and d < 0 for d in io.shape):
+                    raise ValueError(f"graphs.{name}: {io.name} has a negative dimension")
+            names = graph.input_names() + graph.output_names()
+            if len(set(graph.input_names())) != len(graph.inputs) or len(set(graph.output_names())) != len(graph.outputs):
+                raise ValueError(f"graphs.{name}: a tensor name appears twice in {names}")
+        if self.kind == "scores":
+            self._check_scores(n)
+        else:
+            self._check_sequence(n)
+        self._check_memory(n)
+        for graph in self.graphs.values():
+            if graph.file not in self.files:
+                raise ValueError(f"files: no sha256 recorded for {graph.file}")
+        for name, engine in self.engines.items():
+            if name not in self.graphs or not isinstance(engine.get("file"), str):
+                raise ValueError(f"engines.{name}: needs a graph of that name and a 'file'")
+            if engine["file"] not in self.files:
+                raise ValueError(f"files: no sha256 recorded for {engine['file']}")
+
+    def _check_scores(self, n: int) -> None:
+        scoring = self.scoring
+        if scoring is None or self.sequence is not None:
+            raise ValueError("a scores bundle needs a 'scoring' section and no 'sequence' section")
+        if set(self.graphs) - {"memory"} != {"encoder"}:
+            raise ValueError(f"graphs: a scores bundle has one graph, 'encoder', and may have 'memory' "
+                             f"(got {sorted(self.graphs)})")
+        encoder = self.graphs["encoder"]
+        if scoring.logits_output not in encoder.output_names():
+            raise ValueError(f"scoring.logits_output: the encoder has no output {scoring.logits_output!r}")
+        shape = encoder.output(scoring.logits_output).shape
+        head = self.memory.head_labels if self.memory is not None else n
+        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != head):
+            raise ValueError(f"scoring.logits_output: shape {list(shape)}, expected [batch, {head}]")
+        if len(scoring.thresholds) != n:
+            raise ValueError(f"scoring.thresholds: {len(scoring.thresholds)} thresholds for {n} labels")
+        scoring.config   # the ranges, checked in one place (ValueError)
+
+    def _check_sequence(self, n: int) -> None:
+        seq = self.sequence
+        if seq is None or self.scoring is not None:
+            raise ValueError("a sequence bundle needs a 'sequence' section and no 'scoring' section")
+        if set(self.graphs) - {"memory"} != {"encoder", "decoder_step"}:
+            raise ValueError(f"graphs: a sequence bundle has 'encoder' and 'decoder_step', and may have 'memory' "
+                             f"(got {sorted(self.graphs)})")
+        encoder, step = self.graphs["encoder"], self.graphs["decoder_step"]
+        fed = [seq.token_input, *seq.state.values(), *seq.constants]
+        if len(set(fed)) != len(fed):
+            raise ValueError(f"sequence: the token, state and constant inputs overlap ({fed})")
+        if sorted(step.input_names()) != sorted(fed):
+            raise ValueError(f"sequence: decoder_step inputs {step.input_names()} are not the token input, the "
+                             f"state's inputs and the constants {fed}")
+        token = next(t for t in step.inputs if t.name == seq.token_input)
+        if token.dtype != "int64" or len(token.shape) != 1:
+            raise ValueError(f"sequence.token_input: {seq.token_input} must be a [batch] int64 input")
+        outputs = step.output_names()
+        needed = [seq.log_probs_output, *seq.state] + ([seq.attention_output] if seq.attention_output else [])
+        missing = [o for o in needed if o not in outputs]
+        if missing:
+            raise ValueError(f"sequence: decoder_step has no output {missing[0]!r}")
+        if len(set(needed)) != len(needed):
+            raise ValueError(f"sequence: the log-probability, state and attention outputs overlap ({needed})")
+        missing = [i for i in [*seq.state.values(), *seq.constants] if i not in encoder.output_names()]
+        if missing:
+            raise ValueError(f"sequence: the encoder has no output {missing[0]!r} for the decoder input of that name")
+        shape = step.output(seq.log_probs_output).shape
+        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != n + 1):
+            raise ValueError(f"sequence.log_probs_output: shape {list(shape)}, expected [batch, {n + 1}] "
+                             "(the labels, then stop)")
+        if seq.stop_id != n or seq.start_id != n + 1:
+            raise ValueError(f"sequence: stop_id {seq.stop_id} and start_id {seq.start_id} must be {n} and {n + 1} "
+                             f"for {n} labels")
+        seq.decoding.check_labels(n)
+
+    def _check_memory(self, n: int) -> None:
+        memory = self.memory
+        if memory is None:
+            if "memory" in self.graphs:
+                raise ValueError("graphs: a 'memory' graph needs a 'memory' section")
+            return
+        if "memory" not in self.graphs:
+            raise ValueError("memory: the bundle has no 'memory' graph")
+        graph, encoder = self.graphs["memory"], self.graphs["encoder"]
+        if memory.embedding_output not in encoder.output_names():
+            raise ValueError(f"memory.embedding_output: the encoder has no output {memory.embedding_output!r}")
+        if graph.input_names() != [memory.embedding_output]:
+            raise ValueError(f"graphs.memory: inputs {graph.input_names()}, expected [{memory.embedding_output!r}]")
+        if memory.scores_output not in graph.output_names():
+            raise ValueError(f"memory.scores_output: the memory graph has no output {memory.scores_output!r}")
+        shape = graph.output(memory.scores_output).shape
+        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != n):
+            raise ValueError(f"memory.scores_output: shape {list(shape)}, expected [batch, {n}]")
+        if encoder.output(memory.embedding_output).shape[1:] != graph.inputs[0].shape[1:]:
+            raise ValueError("graphs.memory: its input does not take the encoder's embedding shape")
+        if memory.examples < 1 or not 1 <= memory.k <= memory.examples:
+            raise ValueError(f"memory: k {memory.k} must be between 1 and the {memory.examples} examples")
+        if not memory.temperature > 0 or not 0.0 <= memory.weight <= 1.0:
+            raise ValueError(f"memory: temperature {memory.temperature} must be > 0 and weight {memory.weight} "
+                             "in [0, 1]")
+        if not 1 <= memory.head_labels <= n or (self.kind == "sequence" and memory.head_labels != n):
+            raise ValueError(f"memory.head_labels: {memory.head_labels}; between 1 and {n} (all {n} for a "
+                             "sequence bundle)")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def safe_member(bundle: Path, name: str) -> Path:
+    """The path of bundle file ``name``, refusing absolute paths, ``..`` and links that leave the bundle."""
+    if not name or Path(name).is_absolute() or ".." in Path(name).parts or "\\" in name:
+        raise ValueError(f"{bundle / MANIFEST}: file name {name!r} points outside the bundle")
+    path = bundle / name
+    root = bundle.resolve()
+    resolved = path.resolve()
+    if resolved != root and root not in resolved.parents:
+        raise ValueError(f"{bundle / MANIFEST}: file {name!r} resolves outside the bundle ({resolved})")
+    return path
+
+
+def load_manifest(bundle: str | Path, verify: bool = True) -> BundleManifest:
+    """Read ``BUNDLE/manifest.json``; with ``verify`` check every file's presence and sha256."""
+    bundle = Path(bundle)
+    path = bundle / MANIFEST
+    if not path.is_file():
+        raise ValueError(f"{bundle}: not a bundle (no {MANIFEST})")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable manifest ({exc})") from exc
+    manifest = BundleManifest.from_dict(data, str(path))
+    if verify:
+        for name, expected in manifest.files.items():
+            member = safe_member(bundle, name)
+            if not member.is_file():
+                raise ValueError(f"{member}: file named in the manifest is missing")
+            actual = sha256_file(member)
+            if actual != expected:
+                raise ValueError(f"{member}: sha256 {actual[:12]}... does not match the manifest ({expected[:12]}...); "
+                                 "the file was changed")
+    return manifest

@@ -1,0 +1,56 @@
+"""``corel-eval``: the reference metrics of a bundle on a Corel-layout split (``python -m
+corel_annotate.runtime.cli.eval`` is the same)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import DEVICE_HELP, PRECISION_HELP, Device, Precision, check_decoding_options, fail, progress_bar
+
+eval_app = typer.Typer(add_completion=False, help="Evaluate an exported bundle on a Corel-layout split.")
+
+
+@eval_app.command()
+def evaluate(
+    model: Path = typer.Option(..., "--model", "-m", help="Bundle directory written by corel-export."),
+    data: Path = typer.Option(..., "--data", help="Corel-layout directory (images/, SPLIT.json, vocabulary.txt)."),
+    split: str = typer.Option("test", help="Which split file to evaluate: DATA/SPLIT.json."),
+    beam_width: Optional[int] = typer.Option(None, help="Recurrent bundles: beam width (default: the manifest's)."),
+    batch_size: int = typer.Option(16, help="Images per encoder call."),
+    device: Device = typer.Option(Device.auto, help=DEVICE_HELP),
+    precision: Precision = typer.Option(Precision.auto, help=PRECISION_HELP),
+    threads: int = typer.Option(0, help="Engine threads (0: default)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on standard error."),
+) -> None:
+    """Run the runtime over a split and print the reference metrics: per-class and per-image precision,
+    recall and F1, N+, and mAP for score-based bundles. Exit codes: 0 done, 2 bad bundle or data."""
+    from ..annotator import Annotator
+    from ..evaluation.dataset import CorelDataset
+    from ..evaluation.runner import evaluate_bundle
+
+    try:
+        annotator = Annotator.load(model, device=device.value, threads=threads, precision=precision.value)
+        check_decoding_options(annotator, beam_width)
+        total = len(CorelDataset(data).read(split).samples)
+        with progress_bar(total, progress and sys.stderr.isatty()) as bar:
+            task = bar.add_task(f"evaluating {split}", total=total)
+            result = evaluate_bundle(annotator, data, split, beam_width, batch_size, lambda k: bar.advance(task, k))
+    except ValueError as exc:
+        fail(str(exc))
+    if as_json:
+        payload = {"bundle": str(model), "data": str(data), "split": split, "images": len(result.images),
+                   "kind": annotator.kind, "method": annotator.method, "engine": annotator.engine, "seconds": round(result.seconds, 3), **result.metrics.to_dict()}
+        typer.echo(json.dumps(payload, indent=1))
+    else:
+        typer.echo(f"{annotator.method} bundle {model} ({annotator.engine}) on {data}/{split}.json ({len(result.images)} images, "
+                   f"{result.seconds:.1f}s)")
+        typer.echo(result.metrics.format_table())
+
+
+if __name__ == "__main__":
+    eval_app()

@@ -1,0 +1,49 @@
+"""``corel-web``: annotate photos in the browser with a bundle, on a page served from this machine."""
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from . import console, fail
+
+web_app = typer.Typer(add_completion=False, help=__doc__)
+
+
+@web_app.command()
+def main(
+    model: Path = typer.Option(..., "--model", "-m", help="Bundle directory written by corel-export."),
+    port: int = typer.Option(8080, help="Port on 127.0.0.1 (0: any free port)."),
+    threads: int = typer.Option(0, help="WebAssembly threads in the page (0: up to 4, as the browser's cores allow)."),
+    backend: str = typer.Option("webgpu,wasm", help="onnxruntime-web backends to try in order (webgpu where the "
+                                "browser has it, then wasm)."),
+    photos: Optional[Path] = typer.Option(None, help="Also serve this folder's images under /photos/ (for scripts)."),
+) -> None:
+    """Serve a local page that verifies the bundle (schema, sha256 of every graph) and annotates photos you
+    drop on it, in the browser, with onnxruntime-web: labels and scores, per-label attention heat maps for
+    attention bundles, the latency and backend of each photo. Binds 127.0.0.1 only; nothing is uploaded.
+
+    Exit codes: 0 stopped (Ctrl-C or SIGTERM), 2 bad bundle, missing onnxruntime-web or port in use.
+    """
+    from ..bundle.manifest import load_manifest
+    from ..web.server import PageConfig, WebServer
+
+    try:
+        manifest = load_manifest(model)
+        server = WebServer(model, port, photos, PageConfig(threads=threads, backends=backend))
+    except (ValueError, OSError) as exc:
+        fail(str(exc))
+    def stop(_signum, _frame) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # a service manager's stop ends it like Ctrl-C
+    with server:
+        console.print(f"serving {model} ({manifest.method}, {manifest.kind}, {manifest.precision}) at {server.url} "
+                      "(Ctrl-C stops)", highlight=False)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            console.print("stopped")

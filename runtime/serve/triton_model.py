@@ -1,0 +1,131 @@
+"""A bundle as a Triton model: the function that serves a dynamic batch of requests (photos as
+encoded bytes, per-request decoding options), with the inputs and outputs ``tensors.py`` declares.
+
+The declaration is read by both sides: ``corel-serve`` binds it, the ``--server`` client reads the
+model's metadata (``/v2/models/NAME``) and knows from the inputs declared whether it is a sequence
+bundle (``beam_width``) or a scores one (``top_k``, ``threshold``), and from the outputs whether
+attention maps can be asked for.  Everything here is numpy and the runtime; no Triton import."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..annotator import Annotator
+from ..preprocessing import MAX_PIXELS, preprocess_bytes
+from .tensors import (ATTENTION, BEAM_WIDTH, ERROR, IMAGE, LABELS, MAX_IMAGE_BYTES, SCORES, THRESHOLD, TOP_K,
+                      model_inputs, model_outputs, option_value)
+
+@dataclass
+class _Row:
+    request: int
+    array: Optional[np.ndarray] = None
+    error: str = ""
+    labels: Sequence[str] = ()
+    scores: Sequence[float] = ()
+    alphas: Sequence[np.ndarray] = ()
+
+
+class BundleModel:
+    """The callable bound to Triton for one bundle: decodes every photo of a dynamic batch in
+    threads, groups rows by their decoding options, runs each group through the Annotator in one
+    encoder call, and answers each request with its own rows.  A photo that cannot be read, or is
+    too large, is an error in its own row; the other rows of the batch are annotated."""
+
+    def __init__(self, annotator: Annotator, name: str, max_image_bytes: int = MAX_IMAGE_BYTES,
+                 max_pixels: int = MAX_PIXELS, decode_threads: int = 2) -> None:
+        self.annotator, self.name = annotator, name
+        self.max_image_bytes, self.max_pixels = max_image_bytes, max_pixels
+        self.is_sequence = annotator.manifest.is_sequence
+        self.inputs = model_inputs(self.is_sequence)
+        self.outputs = model_outputs(annotator.has_attention)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, decode_threads), thread_name_prefix=f"{name}-decode")
+        self.batch_sizes: list[int] = []
+
+    def warm_up(self) -> None:
+        """Run one photo through every graph so the first request pays no compilation or allocation."""
+        size = self.annotator.preprocess_config.image_size
+        photo = np.zeros((1, 3, size, size), np.float32)
+        self.annotator.annotate_batch(photo)
+
+    def _decode(self, index: int, data: bytes) -> _Row:
+        row = _Row(index)
+        name = "image"   # the client puts the file's name in its place
+        if len(data) > self.max_image_bytes:
+            row.error = f"{name}: {len(data):,} bytes is more than the server's limit of {self.max_image_bytes:,}"
+            return row
+        if not data:
+            row.error = f"{name}: empty image"
+            return row
+        try:
+            row.array = preprocess_bytes(data, name, self.annotator.preprocess_config, self.max_pixels)
+        except (ValueError, OSError, MemoryError) as exc:
+            row.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return row
+
+    def _options(self, request) -> tuple[dict, str]:
+        """A request's decoding options as ``annotate_batch`` keywords, or the reason they are refused."""
+        try:
+            if self.is_sequence:
+                beam = option_value(request, BEAM_WIDTH)
+                beam = None if beam is None else int(beam)
+                self.annotator.check_overrides(beam_width=beam)
+                return {"beam_width": beam}, ""
+            top_k, threshold = option_value(request, TOP_K), option_value(request, THRESHOLD)
+            top_k = None if top_k is None else int(top_k)
+            threshold = None if threshold is None else float(threshold)
+            self.annotator.check_overrides(top_k=top_k, threshold=threshold)
+            return {"top_k": top_k, "threshold": threshold}, ""
+        except ValueError as exc:
+            return {}, f"bad decoding options: {exc}"
+
+    def __call__(self, requests: list) -> list[dict[str, np.ndarray]]:
+        images: list[tuple[int, bytes]] = []
+        missing: list[_Row] = []
+        for r, request in enumerate(requests):
+            data = request.data if hasattr(request, "data") else request
+            if IMAGE.name not in data:   # Triton lets a python-backend request omit a required input
+                missing.append(_Row(r, error=f"the request has no {IMAGE.name!r} input (one encoded photo per row)"))
+                continue
+            images.extend((r, bytes(item)) for item in np.asarray(data[IMAGE.name]).reshape(-1))
+        rows = list(self._pool.map(lambda item: self._decode(*item), images)) + missing
+        want_attention = [ATTENTION.name in (getattr(q, "requested_output_names", None) or ()) for q in requests]
+        groups: dict[tuple, list[_Row]] = {}
+        for request_index, request in enumerate(requests):
+            kwargs, refused = self._options(request)
+            for row in (row for row in rows if row.request == request_index):
+                if refused:
+                    row.error = refused
+                elif row.array is not None:
+                    key = (tuple(sorted(kwargs.items())), want_attention[request_index])
+                    groups.setdefault(key, []).append(row)
+        for (kwargs, alphas), group in groups.items():
+            batch = np.stack([row.array for row in group])
+            self.batch_sizes.append(len(group))
+            for row, result in zip(group, self.annotator.annotate_batch(batch, keep_alphas=alphas, **dict(kwargs))):
+                row.labels, row.scores, row.alphas = result.labels, result.scores, result.alphas
+        return [self._response([row for row in rows if row.request == r], want_attention[r])
+                for r in range(len(requests))]
+
+    def _response(self, rows: list[_Row], attention: bool) -> dict[str, np.ndarray]:
+        width = max([len(row.labels) for row in rows] + [1])
+        labels = np.full((len(rows), width), b"", dtype=object)
+        scores = np.zeros((len(rows), width), np.float32)
+        for i, row in enumerate(rows):
+            labels[i, :len(row.labels)] = [label.encode() for label in row.labels]
+            scores[i, :len(row.scores)] = row.scores
+        out = {LABELS.name: labels, SCORES.name: scores,
+               ERROR.name: np.array([[row.error.encode()] for row in rows], dtype=object)}
+        if attention and ATTENTION in self.outputs:
+            cells = max([np.asarray(a).size for row in rows for a in row.alphas] + [1])
+            maps = np.zeros((len(rows), width, cells), np.float32)
+            for i, row in enumerate(rows):
+                for j, alpha in enumerate(row.alphas[:len(row.labels)]):   # the stop step has one too
+                    maps[i, j, :np.asarray(alpha).size] = np.asarray(alpha).reshape(-1)
+            out[ATTENTION.name] = maps
+        return out
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)

@@ -1,0 +1,180 @@
+"""``corel-serve``'s server: bundles bound into the Triton Inference Server that ships in the
+``nvidia-pytriton`` wheel, with dynamic batching, readiness only once every bundle is verified and
+warm, and a SIGTERM that drains the requests in flight."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import socket
+import sysconfig
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..annotator import Annotator
+from ..preprocessing import MAX_PIXELS
+from .tensors import MAX_IMAGE_BYTES, TensorDecl
+from .triton_model import BundleModel
+
+_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@dataclass
+class ServeConfig:
+    """Where the server listens and how it batches."""
+
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    max_batch: int = 32
+    max_queue_delay_ms: float = 2.0
+    instances: int = 1
+    max_image_bytes: int = MAX_IMAGE_BYTES
+    max_pixels: int = MAX_PIXELS
+    drain_timeout_s: int = 30
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int = 0
+    log_file: Optional[Path] = None
+
+    def check(self) -> None:
+        if self.max_batch < 1:
+            raise ValueError(f"--max-batch {self.max_batch}: at least 1")
+        if self.max_queue_delay_ms < 0:
+            raise ValueError(f"--max-queue-delay-ms {self.max_queue_delay_ms}: not negative")
+        if self.instances < 1:
+            raise ValueError(f"--instances {self.instances}: at least 1")
+        ports = [self.http_port, self.grpc_port, self.metrics_port]
+        if len(set(ports)) != 3 or min(ports) < 1 or max(ports) > 65535:
+            raise ValueError(f"ports {ports}: three different ports between 1 and 65535")
+
+
+@dataclass
+class ServedModel:
+    """One bundle on the server: its name there and its instances (one Annotator each)."""
+
+    name: str
+    bundle: Path
+    instances: list[BundleModel] = field(default_factory=list)
+
+
+def model_name(spec: str, taken: set[str]) -> tuple[str, Path]:
+    """``NAME=BUNDLE`` or ``BUNDLE`` (named from its manifest: the method, and the precision when
+    not fp32) to the name the model gets and its bundle; two bundles with one name are refused."""
+    from ..bundle.manifest import load_manifest
+
+    name, sep, path = spec.partition("=")
+    if not sep:
+        name, path = "", spec
+    bundle = Path(path)
+    if not name:
+        manifest = load_manifest(bundle, verify=False)
+        name = manifest.method + ("" if manifest.precision == "fp32" else f"-{manifest.precision}")
+    name = _NAME.sub("-", name).strip("-.") or "model"
+    if name in taken:
+        raise ValueError(f"{bundle}: a second model named {name!r}; name it with --model NAME={bundle}")
+    return name, bundle
+
+
+def check_ports_free(config: ServeConfig) -> None:
+    """Fail with one line when a port is taken (a second corel-serve on the same ports)."""
+    for label, port in (("HTTP", config.http_port), ("gRPC", config.grpc_port), ("metrics", config.metrics_port)):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # a port in TIME_WAIT is free
+            try:
+                probe.bind((config.host, port))
+            except OSError as exc:
+                raise ValueError(f"{config.host}:{port} ({label}) is already in use ({exc.strerror}): another "
+                                 "server runs there; stop it or choose other ports") from None
+
+
+def _python_backend_env() -> None:
+    """The wheel's Python-backend stub links the system ``libpython3.11.so``; under another build of
+    the same Python (pyenv, conda) its standard library then fails to load (``'_thread.RLock' object
+    has no attribute '_recursion_count'``).  The running interpreter's own library directory first
+    on ``LD_LIBRARY_PATH`` makes the stub load the matching libpython.  The server inherits this."""
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if libdir and sysconfig.get_config_var("Py_ENABLE_SHARED") and Path(libdir).is_dir():
+        current = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p and p != libdir]
+        os.environ["LD_LIBRARY_PATH"] = ":".join([libdir, *current])
+
+
+def load_models(specs: list[str], config: ServeConfig, log: Callable[[str], None]) -> list[ServedModel]:
+    """Verify every bundle (sha256 of each file), open ``instances`` Annotators per bundle and warm
+    each one up; any bad bundle raises ValueError before anything listens."""
+    served: list[ServedModel] = []
+    taken: set[str] = set()
+    threads = config.threads or max(1, (os.cpu_count() or 1) // config.instances)
+    for spec in specs:
+        name, bundle = model_name(spec, taken)
+        taken.add(name)
+        model = ServedModel(name, bundle)
+        for _ in range(config.instances):
+            annotator = Annotator.load(bundle, device=config.device, threads=threads, precision=config.precision,
+                                       pin_threads=config.instances == 1)
+            instance = BundleModel(annotator, name, config.max_image_bytes, config.max_pixels,
+                                   decode_threads=max(1, (os.cpu_count() or 1) // config.instances))
+            instance.warm_up()
+            model.instances.append(instance)
+        log(f"{name}: {bundle} ({annotator.method}, {annotator.engine}, {config.instances} instances), warm")
+        served.append(model)
+    return served
+
+
+def _tensors(decls: list[TensorDecl]):
+    from pytriton.model_config import Tensor
+
+    return [Tensor(name=d.name, dtype=d.dtype, shape=d.shape, optional=d.optional) for d in decls]
+
+
+def serve(models: list[ServedModel], config: ServeConfig, log: Callable[[str], None],
+          stop: Optional[threading.Event] = None) -> None:
+    """Bind the models, start Triton, and block until SIGTERM/SIGINT (or ``stop``); then stop
+    taking requests, let those in flight finish (up to ``drain_timeout_s``) and shut down."""
+    try:
+        from pytriton.model_config import DynamicBatcher, ModelConfig
+        from pytriton.triton import Triton, TritonConfig, TritonLifecyclePolicy
+    except ImportError:
+        raise ValueError("corel-serve needs Triton: pip install 'corel-annotate[serve]'") from None
+    _python_backend_env()
+    for noisy in ("pytriton", "sh"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    stop = stop or threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    log_file = config.log_file or Path(tempfile.mkdtemp(prefix="corel-serve-")) / "tritonserver.log"
+    triton_config = TritonConfig(http_address=config.host, http_port=config.http_port, grpc_address=config.host,
+                                 grpc_port=config.grpc_port, metrics_address=config.host,
+                                 metrics_port=config.metrics_port, exit_timeout_secs=config.drain_timeout_s,
+                                 allow_gpu_metrics=False, log_verbose=0, strict_readiness=True,
+                                 log_file=log_file)
+    # The models go into the repository before the server starts, so /v2/health/ready is false
+    # until they are loaded (with models loaded afterwards it is briefly true with no model).
+    triton = Triton(config=triton_config,
+                    triton_lifecycle_policy=TritonLifecyclePolicy(launch_triton_on_startup=False, local_model_store=True))
+    try:
+        for model in models:
+            first = model.instances[0]
+            batcher = DynamicBatcher(max_queue_delay_microseconds=int(config.max_queue_delay_ms * 1000))
+            triton.bind(model_name=model.name, infer_func=list(model.instances), inputs=_tensors(first.inputs),
+                        outputs=_tensors(first.outputs),
+                        config=ModelConfig(max_batch_size=config.max_batch, batcher=batcher))
+        triton.run()
+        log(f"ready: http://{config.host}:{config.http_port} grpc://{config.host}:{config.grpc_port} "
+            f"metrics http://{config.host}:{config.metrics_port}/metrics; models: "
+            + ", ".join(m.name for m in models))
+        while not stop.wait(0.5):
+            if not triton.is_alive():
+                raise ValueError(f"the Triton server stopped unexpectedly; its log: {log_file}")
+        log("stopping: finishing the requests in flight")
+    finally:
+        triton.stop()
+        for model in models:
+            for instance in model.instances:
+                instance.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

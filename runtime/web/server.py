@@ -1,0 +1,139 @@
+"""The local web page of ``corel-web``: the browser runtime (``runtime/web/``), onnxruntime-web, the
+bundle's schema and one bundle, served on 127.0.0.1 with the cross-origin-isolation headers that
+WebAssembly threads need (COOP ``same-origin``, COEP ``require-corp``).  Standard library only.
+
+Nothing else is served: requests outside the page's folders, or reaching out of them, get 404.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import asdict, dataclass
+from http import HTTPStatus
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from ..bundle.manifest import SCHEMA_FILE
+
+WEB_DIR = Path(__file__).resolve().parent
+VENDOR_DIR = WEB_DIR / "vendor"
+PAGE_SUFFIXES = (".html", ".js", ".css")
+SCHEMA = SCHEMA_FILE
+ORT_FILES = ("ort.min.mjs", "ort-wasm-simd-threaded.jsep.mjs", "ort-wasm-simd-threaded.jsep.wasm",
+             "ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+"""The onnxruntime-web files the page loads (copied from the npm package by ``make web``): the build with
+WebGPU, and the smaller WebAssembly-only build used when the browser offers no WebGPU adapter."""
+
+TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".mjs": "text/javascript",
+         ".css": "text/css", ".json": "application/json", ".wasm": "application/wasm",
+         ".onnx": "application/octet-stream", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
+         ".gif": "image/gif", ".webp": "image/webp", ".bmp": "image/bmp"}
+
+
+@dataclass
+class PageConfig:
+    """``/config.json``: where the page finds the bundle, the schema and onnxruntime-web."""
+
+    bundle: str = "/bundle/"
+    schema: str = "/schema/bundle.schema.json"
+    ort: str = "/vendor/ort.min.mjs"
+    ort_wasm: str = "/vendor/ort.wasm.min.mjs"
+    wasm_paths: str = "/vendor/"
+    threads: int = 0
+    backends: str = "webgpu,wasm"
+
+
+def check_vendor(vendor: Path = VENDOR_DIR) -> None:
+    """Refuse to start without onnxruntime-web, with the command that installs it."""
+    missing = [f for f in ORT_FILES if not (vendor / f).is_file()]
+    if missing:
+        raise ValueError(f"{vendor}: onnxruntime-web is missing ({', '.join(missing)}); run `make web` "
+                         "(npm ci in runtime/web, then copies its dist files here)")
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    routes: dict[str, Path] = {}
+    config: bytes = b"{}"
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+        pass
+
+    def end_headers(self) -> None:
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        self.send_header("Cross-Origin-Resource-Policy", "same-origin")
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+    def _resolve(self) -> Path | None:
+        path = unquote(urlsplit(self.path).path)
+        if path in ("/", "/index.html"):
+            return WEB_DIR / "index.html"
+        if path == "/schema/bundle.schema.json":
+            return SCHEMA
+        for prefix, root in self.routes.items():
+            if path.startswith(prefix):
+                target = (root / path[len(prefix):]).resolve()
+                if target.is_file() and (target == root or root in target.parents):
+                    if root == WEB_DIR and (target.parent != WEB_DIR or target.suffix not in PAGE_SUFFIXES):
+                        return None  # the page's own files only, not the server's source or node_modules
+                    return target
+        return None
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if urlsplit(self.path).path == "/config.json":
+            return self._send(self.config, "application/json")
+        target = self._resolve()
+        if target is None:
+            return self.send_error(HTTPStatus.NOT_FOUND)
+        self._send(target.read_bytes(), TYPES.get(target.suffix.lower(), "application/octet-stream"))
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.send_error(HTTPStatus.METHOD_NOT_ALLOWED)
+
+    def _send(self, body: bytes, content_type: str) -> None:
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class WebServer:
+    """The page for one bundle on 127.0.0.1:``port`` (0: a free port); ``photos`` is also served under
+    ``/photos/`` for scripted runs (tests, ``corel-bench browser``).  Use as a context manager."""
+
+    def __init__(self, bundle: str | Path, port: int = 0, photos: str | Path | None = None,
+                 config: PageConfig | None = None, vendor: Path = VENDOR_DIR) -> None:
+        check_vendor(vendor)
+        routes = {"/web/": WEB_DIR, "/vendor/": vendor.resolve(), "/bundle/": Path(bundle).resolve()}
+        if photos is not None:
+            routes["/photos/"] = Path(photos).resolve()
+        handler = type("Handler", (_Handler,), {"routes": routes,
+                                                "config": json.dumps(asdict(config or PageConfig())).encode()})
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def start(self) -> "WebServer":
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> "WebServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
