@@ -193,7 +193,7 @@ def stage_times(variant: "RuntimeVariant", jpegs: Sequence[bytes], repeats: int 
     """Where one photo's time goes at batch 1, JPEG bytes to labels: pixel decoding (``read_image``),
     resize and normalisation, the encoder, and decoding (greedy steps, or thresholds); medians in ms
     over every photo and repeat, and each stage's share of their sum."""
-    from corel_annotate.runtime.search import decode
+    from corel_annotate.runtime.search import search_labels
 
     annotator, config = variant.annotator, variant.config
     samples: dict[str, list[float]] = {s: [] for s in STAGES}
@@ -207,7 +207,7 @@ def stage_times(variant: "RuntimeVariant", jpegs: Sequence[bytes], repeats: int 
             encoded = annotator.encode(array)
             t3 = time.perf_counter()
             if annotator.manifest.is_sequence:
-                decode(annotator.step, annotator.start_state(encoded), annotator.decoding_config(1),
+                search_labels(annotator.step, annotator.start_state(encoded), annotator.decoding_config(1),
                        len(annotator.vocabulary))
             else:
                 annotator.labels_from_scores(annotator.label_scores(encoded))

@@ -31,6 +31,7 @@ from .onnx_graphs import export_graph, wrappers
 from .tensorrt import EngineSettings, add_engines, require_tensorrt
 from .int8_accuracy import DEFAULT_MAX_DROP, BundleJudge, Int8Report, quantize_encoder, validation_set
 from .precision import PRECISIONS, calibration_images, convert_fp16, quantize_dynamic_int8
+from .files import replace_dir
 
 DEFAULT_OPSET = 17
 
@@ -149,7 +150,7 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path | None = None, ops
                    **{e["file"]: sha256_file(tmp / e["file"]) for e in engines.values()}})
         manifest.check()
         (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -217,17 +218,6 @@ def _calibration_images(cfg, calibration: str | Path | None) -> np.ndarray:
     if not paths:
         raise ValueError(f"{calibration}: no calibration images found")
     return calibration_images(paths, preprocess)
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished bundle into place; an old bundle is removed only after the new one is there."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def verify(bundle: Path, modules: dict[str, torch.nn.Module], decls: dict[str, GraphDecl], image_size: int,

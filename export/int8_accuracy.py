@@ -73,7 +73,7 @@ def validation_set(cfg, limit: int | None = None) -> ValidationSet | None:
     from corel_annotate.runtime.dataset import CorelDataset, CorelSplit
     from corel_annotate.runtime.evaluation.metrics import label_sets_to_matrix
     from corel_annotate.runtime.preprocessing import preprocess_file
-    from corel_annotate.training.trainer import validation_split
+    from corel_annotate.training.data import validation_split
 
     data_dir = cfg.data.get("dir")
     if not data_dir or not Path(data_dir).is_dir() or cfg.train.val_fraction <= 0:

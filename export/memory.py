@@ -213,7 +213,7 @@ def tune_sequence(annotator: Annotator, val_images: np.ndarray, val_embeddings: 
                   targets: np.ndarray, table: MemoryTable, log: Log, batch_size: int = 32) -> Choice:
     """The memory's ``k`` and temperature for a sequence bundle (the best leave-one-out label ranking,
     mean average precision), then the kNN-LM weight by greedy decoding of the validation photos."""
-    from corel_annotate.runtime.search import decode
+    from corel_annotate.runtime.search import search_labels
     from corel_annotate.runtime.evaluation.metrics import mean_average_precision
 
     ranked = []
@@ -229,7 +229,7 @@ def tune_sequence(annotator: Annotator, val_images: np.ndarray, val_embeddings: 
         chosen: list[list[int]] = []
         for b, enc in enumerate(encoded):
             rows = memory[b * batch_size:(b + 1) * batch_size]
-            results = decode(lambda tokens, state: annotator.step(tokens, state, (rows, weight)),
+            results = search_labels(lambda tokens, state: annotator.step(tokens, state, (rows, weight)),
                              annotator.start_state(enc), config, targets.shape[1])
             chosen.extend(r.labels for r in results)
         value, metrics = _objective(targets, chosen)
@@ -280,7 +280,7 @@ def build_memory(bundle: Path, cfg, log: Log, batch_size: int = 32,
     (``oof_scores``, stored in the checkpoint).  None (and a message) when the training data is not on
     this machine or there is nothing held out to tune it on."""
     from corel_annotate.runtime.dataset import CorelDataset
-    from corel_annotate.training.trainer import validation_split
+    from corel_annotate.training.data import validation_split
 
     data_dir = cfg.data.get("dir")
     if not data_dir or not Path(data_dir).is_dir():
@@ -378,10 +378,10 @@ def _edited_copy(bundle: Path, out: Path, force: bool) -> Path:
 
 
 def _finish_edit(tmp: Path, out: Path) -> BundleManifest:
-    from .bundle import _replace_dir
+    from .files import replace_dir
 
     manifest = load_manifest(tmp, verify=True)
-    _replace_dir(tmp, out)
+    replace_dir(tmp, out)
     return manifest
 
 

@@ -9,37 +9,17 @@ import numpy as np
 from PIL import Image
 
 from .decoder_state import DecoderState
-from .search import decode
+from .search import search_labels
 from .bundle.decoding_config import DecodingConfig
 from .bundle.facts import BundleFacts
 from .bundle.manifest import BundleManifest, load_manifest, safe_member
 from .memory import EMBEDDING_OUTPUT, blend_scores, interpolate_log_probs
 from .preprocessing import load_image, preprocess, to_rgb
 from .scoring import select_labels, sigmoid
+from .engines.choice import engine_name, settle_engine
 from .engines.onnxruntime_session import create_session
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray]
-
-
-def settle_engine(device: str, precision: str) -> tuple[str, str]:
-    """``auto`` device and precision resolved (``openvino_session.resolve_engine``), and a non-fp32
-    precision refused off OpenVINO (ValueError)."""
-    if "auto" in (device, precision):
-        from .engines.openvino_session import resolve_engine
-
-        device, precision = resolve_engine(device, precision)
-    if precision != "fp32" and device != "openvino":
-        raise ValueError(f"--precision {precision} needs --device openvino (onnxruntime computes in the "
-                         "bundle's precision; export an int8 or fp16 bundle for those)")
-    return device, precision
-
-
-def engine_name(manifest: BundleManifest, device: str, precision: str) -> str:
-    """What computes, for the record: ``onnxruntime-cpu fp32``, ``openvino bf16``, ..."""
-    if device != "openvino":
-        return f"onnxruntime-{device} {manifest.precision}"
-    bundle = f" ({manifest.precision} bundle)" if manifest.precision != "fp32" else ""
-    return f"openvino {precision}{bundle}"
 
 
 @dataclass
@@ -194,7 +174,7 @@ class Annotator(BundleFacts):
         if self.manifest.is_sequence:
             config = self.decoding_config(beam_width)
             mix = (encoded[self.memory.scores_output], self.memory.weight) if self._run_memory else None
-            results = decode(lambda tokens, state: self.step(tokens, state, mix), self.start_state(encoded),
+            results = search_labels(lambda tokens, state: self.step(tokens, state, mix), self.start_state(encoded),
                              config, len(self.vocabulary), keep_alphas, source=self._step_source)
             return [Annotation(self.vocabulary.decode(r.labels), r.scores, r.labels, r.alphas) for r in results]
         return self.labels_from_scores(self.label_scores(encoded), top_k, threshold)

@@ -1,17 +1,20 @@
-"""Which files to annotate, and their decoding in background threads while the model runs."""
+"""The one path from a photo (a file, or a file's name and its encoded bytes) to a model input or a
+one-line reason; which files to annotate; and their decoding in background threads while the model runs."""
 from __future__ import annotations
 
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Callable, Iterator, Sequence, TypeVar, Union
 
 import numpy as np
 
 from .bundle.preprocess_config import PreprocessConfig
 
-from .preprocessing import MAX_PIXELS, preprocess_file
+from .preprocessing import MAX_PIXELS, check_file, display_path, preprocess_bytes, preprocess_file
+from .reasons import one_line
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -58,15 +61,47 @@ class Batch:
     failed: list[tuple[Path, str]]
 
 
-def _load(paths: Sequence[Path], config: PreprocessConfig, max_pixels: int = MAX_PIXELS) -> Batch:
-    ok, arrays, failed = [], [], []
-    for p in paths:
-        try:
-            arrays.append(preprocess_file(p, config, max_pixels))
-            ok.append(p)
-        except (ValueError, OSError, MemoryError) as exc:
-            failed.append((p, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
-    return Batch(ok, np.stack(arrays) if arrays else None, failed)
+Photo = Union[Path, str, tuple[Union[Path, str], bytes]]
+"""A photo file, or a file's name and its encoded bytes (read elsewhere: a URI, a request)."""
+
+_UNNAMED = re.compile(r"cannot identify image file\)$")   # PIL names a file only when it opened it itself
+
+
+def photo_tensor(photo: Photo, config: PreprocessConfig, max_pixels: int = MAX_PIXELS) -> np.ndarray | str:
+    """``[3, S, S]`` float32 for the model, or the one-line reason the photo cannot be one (missing,
+    not a regular file, corrupt, truncated, too many pixels).  Bytes are named as the file would be."""
+    try:
+        if isinstance(photo, tuple):
+            name, data = photo
+            return preprocess_bytes(data, display_path(name), config, max_pixels)
+        return preprocess_file(photo, config, max_pixels)
+    except (ValueError, OSError, MemoryError) as exc:
+        reason = one_line(exc)
+        if isinstance(photo, tuple):
+            reason = _UNNAMED.sub(f"cannot identify image file {display_path(photo[0])!r})", reason)
+        return reason
+
+
+def read_photo(path: Path) -> bytes | str:
+    """A photo file's encoded bytes (to send elsewhere), or the one-line reason they cannot be read."""
+    try:
+        check_file(path)
+        return path.read_bytes()
+    except ValueError as exc:
+        return one_line(exc)
+    except OSError as exc:
+        return f"{display_path(path)}: cannot read file ({exc.strerror or exc})"
+
+
+def load_batch(photos: Sequence[Photo], config: PreprocessConfig, max_pixels: int = MAX_PIXELS,
+               pool: ThreadPoolExecutor | None = None) -> Batch:
+    """:func:`photo_tensor` of each photo (in ``pool``'s threads when given), stacked; the photos that
+    failed with their reasons."""
+    results = list((pool.map if pool else map)(lambda p: photo_tensor(p, config, max_pixels), photos))
+    names = [Path(p[0] if isinstance(p, tuple) else p) for p in photos]
+    ok = [(n, r) for n, r in zip(names, results) if not isinstance(r, str)]
+    return Batch([n for n, _ in ok], np.stack([a for _, a in ok]) if ok else None,
+                 [(n, r) for n, r in zip(names, results) if isinstance(r, str)])
 
 
 def prefetch(chunks: Sequence[T], load: Callable[[T], R], workers: int = 2, ahead: int = 2) -> Iterator[R]:
@@ -95,4 +130,4 @@ def prefetch_batches(paths: Sequence[Path], config: PreprocessConfig, batch_size
     workers = workers or decode_workers()
     ahead = ahead or workers
     chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
-    yield from prefetch(chunks, lambda c: _load(c, config, max_pixels), workers, ahead)
+    yield from prefetch(chunks, lambda c: load_batch(c, config, max_pixels), workers, ahead)

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .bundle.preprocess_config import PreprocessConfig
+from .reasons import one_line
 
 INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 """The PIL filter of each interpolation name a :class:`PreprocessConfig` may hold."""
@@ -87,7 +88,7 @@ def read_image(source: str | Path | BinaryIO, name: str, max_pixels: int = MAX_P
     except ValueError as exc:
         raise ValueError(f"{name}: cannot read image ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - PIL's decoders raise many types on corrupt files
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        detail = one_line(exc)
         detail = _OBJECT_REPR.sub("", detail)   # PIL names an in-memory file by its repr
         raise ValueError(f"{name}: cannot read image ({detail})") from None
 

@@ -181,7 +181,7 @@ def beam_search(step: StepFn, state: DecoderState, config: DecodingConfig, num_l
     return out
 
 
-def decode(step: StepFn, state: DecoderState, config: DecodingConfig, num_labels: int, keep_alphas: bool = False,
+def search_labels(step: StepFn, state: DecoderState, config: DecodingConfig, num_labels: int, keep_alphas: bool = False,
            source: str = "decoder") -> list[Decoded]:
     """Greedy for beam width 1, beam search otherwise."""
     config.check_labels(num_labels)

@@ -16,7 +16,8 @@ from corel_annotate.training.checkpoint import load_checkpoint
 from corel_annotate.training.config import DecodingConfig, ModelConfig, SequenceConfig, TrainConfig
 from corel_annotate.training.features import cached_features
 from corel_annotate.training.factory import create_model
-from corel_annotate.training.trainer import ViewDataset, train
+from corel_annotate.training.data import ViewDataset
+from corel_annotate.training.trainer import train
 
 
 @settings(max_examples=200, deadline=None)

@@ -25,6 +25,7 @@ from corel_annotate.runtime.dataset import CorelDataset
 from corel_annotate.runtime.bundle.manifest import BundleManifest, load_manifest
 from corel_annotate.runtime.preprocessing import preprocess_file
 from corel_annotate.runtime.web.server import PageConfig, WebServer
+from test_manifest_rules import BOUND_RULES, CASES as RULE_CASES_FLAT
 from test_manifest_schema import MEMORY_MUTATIONS, VALIDATOR, _get, manifests, set_path, typed_fields, wrong_value
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -192,8 +193,8 @@ def test_server_serves_only_its_folders_with_isolation_headers(bundles):
             assert json.loads(r.read())["threads"] == 1
         with urllib.request.urlopen(server.url + "vendor/ort-wasm-simd-threaded.jsep.wasm") as r:
             assert r.headers["Content-Type"] == "application/wasm"
-        for path in ("bundle/../manifest.py", "bundle/%2e%2e/web_server.py", "schema/web_server.py", "photos/a.jpg",
-                     "web/../cli.py"):
+        for path in ("bundle/../manifest.py", "bundle/%2e%2e/server.py", "schema/server.py", "photos/a.jpg",
+                     "web/../cli/infer.py", "web/server.py", "web/__init__.py"):
             with pytest.raises(urllib.error.HTTPError) as err:
                 urllib.request.urlopen(server.url + path)
             assert err.value.code == 404, path
@@ -336,10 +337,41 @@ def test_browser_manifest_check_refuses_broken_memories(pages, manifest):
     for i, mutate in enumerate(MEMORY_MUTATIONS):
         broken = copy.deepcopy(manifest)
         mutate(broken)
-        VALIDATOR.validate(broken)
         with pytest.raises(ValueError):
             BundleManifest.from_dict(broken)
         schema_problem, rule_problem = pages["ml-gcn"].evaluate(CHECK_JS, broken)
-        assert schema_problem is None, (i, schema_problem)
-        assert rule_problem is not None, f"memory mutation {i} accepted by the page: {broken.get('memory')}"
-        assert "\n" not in rule_problem
+        # bounds (k >= 1, weight in [0, 1], temperature > 0) come with the schema; the rest are cross-field rules
+        assert (schema_problem is None) == VALIDATOR.is_valid(broken), (i, schema_problem)
+        problem = schema_problem or rule_problem
+        assert problem is not None, f"memory mutation {i} accepted by the page: {broken.get('memory')}"
+        assert "\n" not in problem
+
+
+@pytest.fixture(scope="module")
+def rule_manifests(memory_bundles) -> dict[str, dict]:
+    """Real exported manifests with a label memory: one scores bundle, one sequence bundle."""
+    return {kind: json.loads((memory_bundles[m] / "manifest.json").read_text(encoding="utf-8"))
+            for kind, m in (("scores", "ml-gcn"), ("sequence", "attention"))}
+
+
+@pytest.mark.parametrize("rule, what", [(c[0], c[1]) for c in RULE_CASES_FLAT])
+def test_browser_refuses_every_rule_broken_as_the_loader_does(pages, rule_manifests, rule, what):
+    """Each broken manifest of the rules table (tests/test_manifest_rules.py), made from a real exported
+    manifest of each kind it applies to: the loader refuses it, and so does the page, through the schema
+    when the rule is a bound and through its own checks otherwise."""
+    _, _, applies, change = next(c for c in RULE_CASES_FLAT if c[:2] == (rule, what))
+    tried = 0
+    for manifest in rule_manifests.values():
+        if not applies(manifest):
+            continue
+        tried += 1
+        assert pages["ml-gcn"].evaluate(CHECK_JS, manifest) == [None, None]
+        broken = copy.deepcopy(manifest)
+        change(broken)
+        with pytest.raises(ValueError):
+            BundleManifest.from_dict(broken)
+        schema_problem, rule_problem = pages["ml-gcn"].evaluate(CHECK_JS, broken)
+        if rule in BOUND_RULES:
+            assert schema_problem is not None, (rule, what, rule_problem)
+        assert schema_problem is not None or rule_problem is not None, (rule, what)
+    assert tried, (rule, what)

@@ -48,7 +48,8 @@ def test_out_of_fold_scores_never_come_from_a_head_that_saw_the_photo():
                              lambda _m: None)
     # a head trained on every photo, scoring those photos (what in-sample thresholds would see)
     from corel_annotate.training.evaluation import predict_features
-    from corel_annotate.training.trainer import LossModule, ViewDataset, train_batches
+    from corel_annotate.training.data import ViewDataset
+    from corel_annotate.training.loop import LossModule, train_batches
 
     model = make_head(None)
     loader = torch.utils.data.DataLoader(ViewDataset([feats], np.arange(n), t, tokens, lengths), batch_size=16,

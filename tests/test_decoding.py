@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from corel_annotate.training.config import DecodingConfig, ModelConfig
-from corel_annotate.training.decoding import beam_decode, decode, greedy_decode
+from corel_annotate.training.decoding import beam_search, greedy_search, search_labels
 from corel_annotate.training.factory import create_model
 
 V = 4
@@ -67,7 +67,7 @@ def test_wide_beam_equals_brute_force(method, penalty, formula, min_labels):
     config = DecodingConfig(beam_width=500, max_len=3, length_penalty=penalty, length_penalty_formula=formula,
                             min_labels=min_labels)
     with torch.no_grad():
-        hyps = beam_decode(model, model.init_state(feats), config)
+        hyps = beam_search(model, model.init_state(feats), config)
         for i, hyp in enumerate(hyps):
             assert hyp.labels == brute_force(model, feats[i:i + 1], config)
             assert len(hyp.labels) >= min_labels
@@ -79,8 +79,8 @@ def test_beam_width_one_equals_greedy(method):
     model = tiny_model(method, seed=4)
     feats = feats_for(model, 6, seed=2)
     config = DecodingConfig(beam_width=1, max_len=4)
-    greedy = greedy_decode(model, model.init_state(feats), config)
-    beam = beam_decode(model, model.init_state(feats), config)
+    greedy = greedy_search(model, model.init_state(feats), config)
+    beam = beam_search(model, model.init_state(feats), config)
     assert [h.labels for h in greedy] == [h.labels for h in beam]
     for g, b in zip(greedy, beam):
         assert g.logprob == pytest.approx(b.logprob, abs=1e-5)
@@ -90,9 +90,9 @@ def test_beam_width_one_equals_greedy(method):
 def test_repeat_rule():
     model = tiny_model(repeat_bias=8.0, stop_bias=-8.0)
     feats = feats_for(model, 4)
-    allow = greedy_decode(model, model.init_state(feats), DecodingConfig(max_len=3, forbid_repeat=False))
+    allow = greedy_search(model, model.init_state(feats), DecodingConfig(max_len=3, forbid_repeat=False))
     assert any(len(set(h.labels)) < len(h.labels) for h in allow), "the biased model should repeat label 0"
-    for decoder, width in ((greedy_decode, 1), (beam_decode, 3)):
+    for decoder, width in ((greedy_search, 1), (beam_search, 3)):
         hyps = decoder(model, model.init_state(feats), DecodingConfig(beam_width=width, max_len=3, forbid_repeat=True))
         assert all(len(set(h.labels)) == len(h.labels) for h in hyps)
 
@@ -101,7 +101,7 @@ def test_length_is_bounded_and_stop_is_forced():
     model = tiny_model(stop_bias=-20.0)
     feats = feats_for(model, 5)
     for width in (1, 3):
-        hyps = (greedy_decode if width == 1 else beam_decode)(
+        hyps = (greedy_search if width == 1 else beam_search)(
             model, model.init_state(feats), DecodingConfig(beam_width=width, max_len=2))
         assert all(len(h.labels) == 2 for h in hyps)
 
@@ -109,7 +109,7 @@ def test_length_is_bounded_and_stop_is_forced():
 def test_label_scores_are_emission_probabilities():
     model = tiny_model("attention", seed=7)
     feats = feats_for(model, 3)
-    for hyp in greedy_decode(model, model.init_state(feats), DecodingConfig(max_len=3)):
+    for hyp in greedy_search(model, model.init_state(feats), DecodingConfig(max_len=3)):
         assert len(hyp.scores) == len(hyp.labels)
         assert all(0.0 < s <= 1.0 for s in hyp.scores)
         assert len(hyp.alphas) == len(hyp.labels) + 1
@@ -120,12 +120,12 @@ def test_label_scores_are_emission_probabilities():
 def test_min_labels_masks_stop():
     model = tiny_model(stop_bias=20.0)          # stop is by far the likeliest first token
     feats = feats_for(model, 4)
-    empty = greedy_decode(model, model.init_state(feats), DecodingConfig(max_len=3, min_labels=0))
+    empty = greedy_search(model, model.init_state(feats), DecodingConfig(max_len=3, min_labels=0))
     assert all(h.labels == [] for h in empty)
     for width in (1, 3):
         for min_labels in (1, 2):
             config = DecodingConfig(beam_width=width, max_len=3, min_labels=min_labels)
-            hyps = (greedy_decode if width == 1 else beam_decode)(model, model.init_state(feats), config)
+            hyps = (greedy_search if width == 1 else beam_search)(model, model.init_state(feats), config)
             assert all(len(h.labels) == min_labels for h in hyps)
 
 
@@ -147,4 +147,4 @@ def test_decoding_config_refuses_bad_values(bad):
 def test_decoding_config_refuses_more_min_labels_than_distinct_labels():
     model = tiny_model()
     with pytest.raises(ValueError, match="min_labels"):
-        decode(model, model.init_state(feats_for(model, 1)), DecodingConfig(max_len=5, min_labels=V + 1))
+        search_labels(model, model.init_state(feats_for(model, 1)), DecodingConfig(max_len=5, min_labels=V + 1))

@@ -73,7 +73,7 @@ def test_bad_bundle_exits_2(tmp_path, synth_data):
 def test_missing_provider_falls_back_to_cpu_with_a_message(capsys):
     import onnxruntime as ort
 
-    from corel_annotate.runtime import session
+    from corel_annotate.runtime.engines import onnxruntime_session as session
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         import pytest

@@ -176,7 +176,7 @@ def test_version_2_manifest_without_memory_still_loads(bundles):
 
 
 def _memory_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "corel_annotate.export.memory_cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "corel_annotate.export.cli.memory", *args], capture_output=True,
                           text=True, cwd=REPO)
 
 

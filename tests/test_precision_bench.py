@@ -64,7 +64,7 @@ def test_int8_validation_split_is_the_training_runs(bundles, synth_data):
     from corel_annotate.runtime.dataset import CorelDataset
     from corel_annotate.runtime.preprocessing import preprocess_file
     from corel_annotate.training.checkpoint import load_checkpoint
-    from corel_annotate.training.trainer import validation_split
+    from corel_annotate.training.data import validation_split
 
     cfg, _ = load_checkpoint(bundles["attention"][0])
     train = CorelDataset(synth_data).read("train")

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from corel_annotate.runtime.decoder_state import DecoderState
-from corel_annotate.runtime.search import beam_search, decode as np_decode, greedy
+from corel_annotate.runtime.search import beam_search, greedy, search_labels as np_decode
 from corel_annotate.runtime.bundle.decoding_config import DecodingConfig
-from corel_annotate.training.decoding import decode as torch_decode
+from corel_annotate.training.decoding import search_labels as torch_decode
 from test_decoding import V, feats_for, tiny_model
 
 CONSTANTS = ("features", "projection")

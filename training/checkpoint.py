@@ -17,6 +17,7 @@ from torch import nn
 from .backbones import RANDOM, build_backbone
 from .config import CheckpointConfig
 from .factory import create_model
+from corel_annotate.runtime.reasons import one_line
 
 FORMAT = "corel-annotate/checkpoint"
 FORMAT_VERSION = 1
@@ -74,7 +75,7 @@ def load_checkpoint(path: str | Path) -> tuple[CheckpointConfig, dict[str, Any]]
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = one_line(exc)
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             raise ValueError(f"{path}: refused, the file holds pickled objects beyond tensors ({first[:200]})") from exc
         raise ValueError(f"{path}: not a readable checkpoint ({first[:200]})") from exc

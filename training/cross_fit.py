@@ -50,7 +50,8 @@ def cross_fit_scores(make_head: Callable[[np.ndarray], AnnotationModel], views: 
 
     ``make_head(fit_idx)`` builds a fresh model whose head trains on those photos; its optimiser,
     schedule, epochs, batch size and seeds are the final model's (``train_cfg``)."""
-    from .trainer import LossModule, ViewDataset, train_batches
+    from .data import ViewDataset
+    from .loop import LossModule, train_batches
 
     n = views[0].shape[0]
     folds = fold_indices(n, train_cfg.folds, train_cfg.seed)

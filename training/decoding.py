@@ -45,7 +45,7 @@ def _mask(logp: torch.Tensor, used: torch.Tensor, step: int, config: DecodingCon
 
 
 @torch.no_grad()
-def greedy_decode(model: SequenceModel, state: State, config: DecodingConfig) -> list[Hypothesis]:
+def greedy_search(model: SequenceModel, state: State, config: DecodingConfig) -> list[Hypothesis]:
     """Pick the most likely token at every step, for a whole batch at once."""
     num_labels = model.config.num_labels
     stop = num_labels
@@ -77,7 +77,7 @@ def greedy_decode(model: SequenceModel, state: State, config: DecodingConfig) ->
 
 
 @torch.no_grad()
-def beam_decode(model: SequenceModel, state: State, config: DecodingConfig) -> list[Hypothesis]:
+def beam_search(model: SequenceModel, state: State, config: DecodingConfig) -> list[Hypothesis]:
     """Beam search, one image at a time, with that image's live hypotheses batched in one step call."""
     return [_beam_one(model, {k: v[i:i + 1] for k, v in state.items()}, config) for i in range(state["h"].shape[0])]
 
@@ -127,7 +127,7 @@ def _beam_one(model: SequenceModel, state: State, config: DecodingConfig) -> Hyp
     return best if best is not None else Hypothesis()
 
 
-def decode(model: SequenceModel, state: State, config: DecodingConfig) -> list[Hypothesis]:
+def search_labels(model: SequenceModel, state: State, config: DecodingConfig) -> list[Hypothesis]:
     """Greedy when ``beam_width == 1``, beam search otherwise."""
     config.check_labels(model.config.num_labels)
-    return greedy_decode(model, state, config) if config.beam_width == 1 else beam_decode(model, state, config)
+    return greedy_search(model, state, config) if config.beam_width == 1 else beam_search(model, state, config)

@@ -11,7 +11,7 @@ from corel_annotate.runtime.evaluation.metrics import AnnotationMetrics, annotat
 from corel_annotate.runtime.scoring import select_labels
 
 from .config import DecodingConfig
-from .decoding import decode
+from .decoding import search_labels
 from .models.base import AnnotationModel
 
 
@@ -40,7 +40,7 @@ def predict_features(model: AnnotationModel, feats: torch.Tensor, decode_config:
         for start in range(0, feats.shape[0], batch_size):
             chunk = feats[start:start + batch_size].to(device)
             if model.is_sequence:
-                sets.extend(hyp.labels for hyp in decode(model, model.init_state(chunk), decode_config))
+                sets.extend(hyp.labels for hyp in search_labels(model, model.init_state(chunk), decode_config))
             else:
                 probs = torch.sigmoid(model.logits(chunk)).float().cpu().numpy()
                 thr = np.asarray(thresholds if thresholds else [0.5] * num_labels, dtype=np.float32)

@@ -14,22 +14,23 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from corel_annotate.runtime.dataset import CorelDataset, CorelSplit
+from corel_annotate.runtime.dataset import CorelDataset
 from corel_annotate.runtime.bundle.preprocess_config import PreprocessConfig
-from corel_annotate.runtime.preprocessing import load_image, preprocess_file
 from corel_annotate.runtime.evaluation.thresholds import balanced_threshold, tune_thresholds
 
-from .augment import AugmentConfig, augment_image
+from .augment import AugmentConfig
 from .backbones import build_backbone
 from .checkpoint import extra_tensors, load_checkpoint, save_checkpoint, versions
 from .config import CheckpointConfig, DecodingConfig, ModelConfig, SequenceConfig, TrainConfig
+from .data import ImageDataset, PreparedData, ViewDataset, prepare_data
+from .loop import LossModule, train_batches
 from .distributed import DistInfo, barrier, init_distributed, shutdown
 from .evaluation import evaluate, predict_features
 from .features import cached_features, compute_features, default_cache_dir
 from .glove import label_embeddings
 from .models.base import AnnotationModel
 from .factory import create_model, model_class
-from .sequences import encode_sequences, label_rank, multi_hot
+from .sequences import multi_hot
 
 Log = Callable[[str], None]
 
@@ -37,135 +38,6 @@ Log = Callable[[str], None]
 def last_path(out: Path) -> Path:
     """Where the last epoch (with optimizer state, for ``--resume``) is kept beside the best checkpoint."""
     return out.with_name(out.stem + ".last" + out.suffix)
-
-
-class ImageDataset(Dataset):
-    """Images for end-to-end training and their targets: a fresh random resized crop and flip per
-    epoch when ``augment`` is given, otherwise the plain preprocessing with a random flip."""
-
-    def __init__(self, paths: list[Path], preprocess: PreprocessConfig, targets: torch.Tensor, tokens: torch.Tensor,
-                 lengths: torch.Tensor, augment: AugmentConfig | None) -> None:
-        self.paths, self.preprocess, self.augment = paths, preprocess, augment
-        self.targets, self.tokens, self.lengths = targets, tokens, lengths
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        seed = int(torch.randint(0, 2**31 - 1, ()))
-        if self.augment is not None:
-            image = augment_image(load_image(self.paths[i], min_size=self.preprocess.decode_size), self.preprocess, self.augment, np.random.default_rng(seed))
-        else:
-            image = preprocess_file(self.paths[i], self.preprocess)
-            if seed % 2:
-                image = np.ascontiguousarray(image[:, :, ::-1])
-        return torch.from_numpy(image), self.targets[i], self.tokens[i], self.lengths[i]
-
-
-class ViewDataset(Dataset):
-    """Cached features with augmented views: each item is one view, drawn anew every epoch, of a
-    training image (view 0 is the plain preprocessing).  Draws use torch's seeded generator, so
-    a resumed run draws the same views."""
-
-    def __init__(self, views: list[np.ndarray], idx: np.ndarray, targets: torch.Tensor, tokens: torch.Tensor,
-                 lengths: torch.Tensor) -> None:
-        self.views, self.idx = views, idx
-        self.targets, self.tokens, self.lengths = targets, tokens, lengths
-
-    def __len__(self) -> int:
-        return len(self.idx)
-
-    def __getitem__(self, i: int):
-        j = int(self.idx[i])
-        feats = self.views[int(torch.randint(0, len(self.views), ()))][j]
-        return torch.from_numpy(np.asarray(feats, dtype=np.float32)), self.targets[j], self.tokens[j], self.lengths[j]
-
-
-class LossModule(nn.Module):
-    """Wraps ``model.loss`` as ``forward`` so DistributedDataParallel can synchronise its gradients.
-    ``x`` is images, cached features, or (``head_inputs``) features already through the frozen top."""
-
-    def __init__(self, model: AnnotationModel, from_images: bool, head_inputs: bool = False) -> None:
-        super().__init__()
-        self.model, self.from_images, self.head_inputs = model, from_images, head_inputs
-        self.last_logs: dict[str, float] = {}
-
-    def forward(self, x, targets, tokens, lengths):
-        if self.head_inputs:
-            feats = x
-        else:
-            feats = self.model.features(x) if self.from_images else self.model.head_inputs_from_cache(x)
-        loss, self.last_logs = self.model.loss(feats, {"targets": targets, "tokens": tokens, "lengths": lengths})
-        return loss
-
-
-@dataclass
-class PreparedData:
-    """Everything derived from the data directory before the model trains."""
-
-    train: CorelSplit
-    test: CorelSplit | None
-    fit_idx: np.ndarray
-    val_idx: np.ndarray
-    targets: np.ndarray
-    tokens: np.ndarray
-    lengths: np.ndarray
-    rank: tuple[int, ...]
-    info: dict = field(default_factory=dict)
-
-    def path_parts(self) -> list[list[Path]]:
-        """The training photos, then the generated images (if any): cached separately, so adding or
-        changing ``--augmented`` reuses the features of the photos."""
-        paths = [s.path for s in self.train.samples]
-        cut = len(paths) - self.info.get("augmented", {}).get("images", 0)
-        return [part for part in (paths[:cut], paths[cut:]) if part]
-
-
-def validation_split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The held-out validation indices of ``train.json`` and the rest (both sorted), from the run's seed:
-    the export's int8 accuracy check re-derives the same photos from the checkpoint."""
-    perm = np.random.default_rng(seed).permutation(n)
-    n_val = int(round(n * val_fraction))
-    if val_fraction > 0 and n_val == 0:
-        n_val = 1
-    return np.sort(perm[:n_val]), np.sort(perm[n_val:])
-
-
-def prepare_data(data_dir: Path, seq_cfg: SequenceConfig, train_cfg: TrainConfig, log: Log) -> tuple[CorelDataset, PreparedData]:
-    ds = CorelDataset(data_dir)
-    train = ds.read("train", strict=train_cfg.strict_data)
-    log(train.report.summary())
-    if not train.samples:
-        raise ValueError(f"{data_dir}: no usable training samples")
-    test = ds.read("test", strict=train_cfg.strict_data) if ds.has_split("test") else None
-    if test is not None:
-        log(test.report.summary())
-    vocab = ds.vocabulary
-    ids = train.label_ids(vocab)
-    n = len(ids)
-    val_idx, fit_idx = validation_split(n, train_cfg.val_fraction, train_cfg.seed)
-    rank = label_rank(seq_cfg.ordering, [ids[i] for i in fit_idx], len(vocab))
-    extra_info: dict = {}
-    if train_cfg.augmented_dir:
-        from .wgan import read_augmented
-
-        val_stems = {Path(train.samples[i].image_name).stem for i in val_idx}
-        generated, excluded = read_augmented(Path(train_cfg.augmented_dir), vocab, val_stems, train_cfg.strict_data)
-        log(f"{generated.report.summary()}; {len(generated.samples)} generated images join the training images"
-            + (f" ({excluded} made from validation images left out)" if excluded else ""))
-        fit_idx = np.concatenate([fit_idx, np.arange(n, n + len(generated.samples))])
-        ids = ids + generated.label_ids(vocab)
-        train = CorelSplit(train.name, train.samples + generated.samples, train.report)
-        extra_info = {"augmented": {"dir": train_cfg.augmented_dir, "images": len(generated.samples),
-                                    "excluded_validation_sources": excluded}}
-    enc = encode_sequences(ids, vocab, rank, seq_cfg.max_seq_len)
-    if enc.truncated:
-        log(f"{enc.truncated} training label sets have more than {seq_cfg.max_seq_len} labels; "
-            f"their sequences keep the first {seq_cfg.max_seq_len} in {seq_cfg.ordering} order")
-    info = {"train": train.report.to_dict(), "test": test.report.to_dict() if test else None,
-            "fit_images": int(fit_idx.size), "val_images": int(val_idx.size), "truncated_sequences": enc.truncated,
-            **extra_info}
-    return ds, PreparedData(train, test, fit_idx, val_idx, multi_hot(ids, len(vocab)), enc.tokens, enc.lengths, rank, info)
 
 
 def _progress(enabled: bool) -> Progress:
@@ -381,25 +253,6 @@ def _optimiser(run: _Run, loader: DataLoader):
         wrapped = DistributedDataParallel(wrapped, device_ids=[run.dist.local_rank] if run.device.startswith("cuda")
                                           else None)
     return optimizer, scheduler, wrapped
-
-
-def train_batches(model: AnnotationModel, wrapped: nn.Module, loader: DataLoader, optimizer, scheduler,
-                  grad_clip: float, device: str, on_batch: Callable[[float], None] = lambda _loss: None) -> float:
-    """One pass over ``loader`` in training mode (clipped gradients, a scheduler step per batch); the mean loss."""
-    model.train()
-    total, batches = 0.0, 0
-    for x, targets, tokens, lengths in loader:
-        optimizer.zero_grad(set_to_none=True)
-        loss = wrapped(x.to(device), targets.to(device), tokens.to(device), lengths.to(device))
-        loss.backward()
-        if grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        scheduler.step()
-        total += float(loss.detach())
-        batches += 1
-        on_batch(total / batches)
-    return total / max(1, batches)
 
 
 def _epoch(run: _Run, epoch: int, loader: DataLoader, sampler, generator: torch.Generator, optimizer, scheduler,

@@ -44,11 +44,11 @@ class DecodingConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
-        if self.beam_width < 1:
+        if self.beam_width < 1:  # rule: decoding-bounds
             raise ValueError(f"beam width must be at least 1, got {self.beam_width}")
-        if self.max_len < 1:
+        if self.max_len < 1:  # rule: decoding-bounds
             raise ValueError(f"maximum length must be at least 1 label, got {self.max_len}")
-        if not 0 <= self.min_labels <= self.max_len:
+        if not 0 <= self.min_labels <= self.max_len:  # rule: decoding-bounds, rule: decoding-min-labels
             raise ValueError(f"min_labels must be between 0 and max_len ({self.max_len}), got {self.min_labels}")
         if not isinstance(self.forbid_repeat, bool):
             raise ValueError(f"forbid_repeat must be true or false, got {self.forbid_repeat!r}")
@@ -69,7 +69,7 @@ class DecodingConfig:
 
     def check_labels(self, num_labels: int) -> None:
         """Refuse rules this vocabulary cannot satisfy (``min_labels`` distinct labels without repeats)."""
-        if self.forbid_repeat and self.min_labels > num_labels:
+        if self.forbid_repeat and self.min_labels > num_labels:  # rule: decoding-min-labels
             raise ValueError(f"min_labels {self.min_labels} needs at least that many labels without repeats; "
                              f"the vocabulary has {num_labels}")
 

@@ -175,9 +175,10 @@ class BundleManifest:
     def from_dict(cls, data: Any, source: str = MANIFEST) -> "BundleManifest":
         """Parse and validate a manifest dict; every problem is a one-line ValueError naming ``source``."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"{source}: not a corel-annotate bundle manifest")
+            raise ValueError(f"{source}: not a corel-annotate bundle manifest")  # rule: format
         version = data.get("format_version")
         if version not in READABLE_VERSIONS or isinstance(version, bool):
+            # rule: format
             raise ValueError(f"{source}: bundle format version {version!r} is not supported (this runtime reads "
                              f"versions {', '.join(map(str, READABLE_VERSIONS))}); re-export the checkpoint with "
                              "this corel-export")
@@ -193,86 +194,88 @@ class BundleManifest:
         vocab = self.vocab()
         n = len(vocab)
         if "encoder" not in self.graphs:
-            raise ValueError("graphs: no 'encoder' graph")
+            raise ValueError("graphs: no 'encoder' graph")  # rule: encoder
         encoder = self.graphs["encoder"]
         if encoder.input_names() != [self.image_input]:
-            raise ValueError(f"graphs.encoder: inputs {encoder.input_names()}, expected [{self.image_input!r}]")
+            raise ValueError(f"graphs.encoder: inputs {encoder.input_names()}, expected [{self.image_input!r}]")  # rule: encoder
         size = self.preprocess.image_size
         shape = encoder.inputs[0].shape
         if len(shape) != 4 or any(isinstance(d, int) and d != want for d, want in zip(shape[1:], (3, size, size))):
-            raise ValueError(f"graphs.encoder: input shape {list(shape)} does not take [batch, 3, {size}, {size}] images")
+            raise ValueError(f"graphs.encoder: input shape {list(shape)} does not take [batch, 3, {size}, {size}] images")  # rule: encoder
         for name, graph in self.graphs.items():
             for io in graph.inputs + graph.outputs:
                 if any(isinstance(d, int) and d < 0 for d in io.shape):
-                    raise ValueError(f"graphs.{name}: {io.name} has a negative dimension")
+                    raise ValueError(f"graphs.{name}: {io.name} has a negative dimension")  # rule: tensors
             names = graph.input_names() + graph.output_names()
             if len(set(graph.input_names())) != len(graph.inputs) or len(set(graph.output_names())) != len(graph.outputs):
-                raise ValueError(f"graphs.{name}: a tensor name appears twice in {names}")
+                raise ValueError(f"graphs.{name}: a tensor name appears twice in {names}")  # rule: tensors
         if self.kind == "scores":
             self._check_scores(n)
         else:
             self._check_sequence(n)
         self._check_memory(n)
         for graph in self.graphs.values():
+            check_member_name(graph.file)  # rule: files
             if graph.file not in self.files:
-                raise ValueError(f"files: no sha256 recorded for {graph.file}")
+                raise ValueError(f"files: no sha256 recorded for {graph.file}")  # rule: files
         for name, engine in self.engines.items():
             if name not in self.graphs or not isinstance(engine.get("file"), str):
-                raise ValueError(f"engines.{name}: needs a graph of that name and a 'file'")
+                raise ValueError(f"engines.{name}: needs a graph of that name and a 'file'")  # rule: engines
+            check_member_name(engine["file"])  # rule: files
             if engine["file"] not in self.files:
-                raise ValueError(f"files: no sha256 recorded for {engine['file']}")
+                raise ValueError(f"files: no sha256 recorded for {engine['file']}")  # rule: files
 
     def _check_scores(self, n: int) -> None:
         scoring = self.scoring
         if scoring is None or self.sequence is not None:
-            raise ValueError("a scores bundle needs a 'scoring' section and no 'sequence' section")
+            raise ValueError("a scores bundle needs a 'scoring' section and no 'sequence' section")  # rule: kind
         if set(self.graphs) - {"memory"} != {"encoder"}:
-            raise ValueError(f"graphs: a scores bundle has one graph, 'encoder', and may have 'memory' "
+            raise ValueError(f"graphs: a scores bundle has one graph, 'encoder', and may have 'memory' "  # rule: kind
                              f"(got {sorted(self.graphs)})")
         encoder = self.graphs["encoder"]
         if scoring.logits_output not in encoder.output_names():
-            raise ValueError(f"scoring.logits_output: the encoder has no output {scoring.logits_output!r}")
+            raise ValueError(f"scoring.logits_output: the encoder has no output {scoring.logits_output!r}")  # rule: logits
         shape = encoder.output(scoring.logits_output).shape
         head = self.memory.head_labels if self.memory is not None else n
         if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != head):
-            raise ValueError(f"scoring.logits_output: shape {list(shape)}, expected [batch, {head}]")
+            raise ValueError(f"scoring.logits_output: shape {list(shape)}, expected [batch, {head}]")  # rule: logits
         if len(scoring.thresholds) != n:
-            raise ValueError(f"scoring.thresholds: {len(scoring.thresholds)} thresholds for {n} labels")
-        scoring.config   # the ranges, checked in one place (ValueError)
+            raise ValueError(f"scoring.thresholds: {len(scoring.thresholds)} thresholds for {n} labels")  # rule: thresholds
+        scoring.config   # the bounds, checked in one place (ValueError)  # rule: scoring-bounds
 
     def _check_sequence(self, n: int) -> None:
         seq = self.sequence
         if seq is None or self.scoring is not None:
-            raise ValueError("a sequence bundle needs a 'sequence' section and no 'scoring' section")
+            raise ValueError("a sequence bundle needs a 'sequence' section and no 'scoring' section")  # rule: kind
         if set(self.graphs) - {"memory"} != {"encoder", "decoder_step"}:
-            raise ValueError(f"graphs: a sequence bundle has 'encoder' and 'decoder_step', and may have 'memory' "
+            raise ValueError(f"graphs: a sequence bundle has 'encoder' and 'decoder_step', and may have 'memory' "  # rule: kind
                              f"(got {sorted(self.graphs)})")
         encoder, step = self.graphs["encoder"], self.graphs["decoder_step"]
         fed = [seq.token_input, *seq.state.values(), *seq.constants]
         if len(set(fed)) != len(fed):
-            raise ValueError(f"sequence: the token, state and constant inputs overlap ({fed})")
+            raise ValueError(f"sequence: the token, state and constant inputs overlap ({fed})")  # rule: step-inputs
         if sorted(step.input_names()) != sorted(fed):
-            raise ValueError(f"sequence: decoder_step inputs {step.input_names()} are not the token input, the "
+            raise ValueError(f"sequence: decoder_step inputs {step.input_names()} are not the token input, the "  # rule: step-inputs
                              f"state's inputs and the constants {fed}")
         token = next(t for t in step.inputs if t.name == seq.token_input)
         if token.dtype != "int64" or len(token.shape) != 1:
-            raise ValueError(f"sequence.token_input: {seq.token_input} must be a [batch] int64 input")
+            raise ValueError(f"sequence.token_input: {seq.token_input} must be a [batch] int64 input")  # rule: step-inputs
         outputs = step.output_names()
         needed = [seq.log_probs_output, *seq.state] + ([seq.attention_output] if seq.attention_output else [])
         missing = [o for o in needed if o not in outputs]
         if missing:
-            raise ValueError(f"sequence: decoder_step has no output {missing[0]!r}")
+            raise ValueError(f"sequence: decoder_step has no output {missing[0]!r}")  # rule: step-outputs
         if len(set(needed)) != len(needed):
-            raise ValueError(f"sequence: the log-probability, state and attention outputs overlap ({needed})")
+            raise ValueError(f"sequence: the log-probability, state and attention outputs overlap ({needed})")  # rule: step-outputs
         missing = [i for i in [*seq.state.values(), *seq.constants] if i not in encoder.output_names()]
         if missing:
-            raise ValueError(f"sequence: the encoder has no output {missing[0]!r} for the decoder input of that name")
+            raise ValueError(f"sequence: the encoder has no output {missing[0]!r} for the decoder input of that name")  # rule: state
         shape = step.output(seq.log_probs_output).shape
         if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != n + 1):
-            raise ValueError(f"sequence.log_probs_output: shape {list(shape)}, expected [batch, {n + 1}] "
+            raise ValueError(f"sequence.log_probs_output: shape {list(shape)}, expected [batch, {n + 1}] "  # rule: log-probs
                              "(the labels, then stop)")
         if seq.stop_id != n or seq.start_id != n + 1:
-            raise ValueError(f"sequence: stop_id {seq.stop_id} and start_id {seq.start_id} must be {n} and {n + 1} "
+            raise ValueError(f"sequence: stop_id {seq.stop_id} and start_id {seq.start_id} must be {n} and {n + 1} "  # rule: stop-start
                              f"for {n} labels")
         seq.decoding.check_labels(n)
 
@@ -280,30 +283,40 @@ class BundleManifest:
         memory = self.memory
         if memory is None:
             if "memory" in self.graphs:
-                raise ValueError("graphs: a 'memory' graph needs a 'memory' section")
+                raise ValueError("graphs: a 'memory' graph needs a 'memory' section")  # rule: memory-present
             return
         if "memory" not in self.graphs:
-            raise ValueError("memory: the bundle has no 'memory' graph")
+            raise ValueError("memory: the bundle has no 'memory' graph")  # rule: memory-present
         graph, encoder = self.graphs["memory"], self.graphs["encoder"]
         if memory.embedding_output not in encoder.output_names():
-            raise ValueError(f"memory.embedding_output: the encoder has no output {memory.embedding_output!r}")
+            raise ValueError(f"memory.embedding_output: the encoder has no output {memory.embedding_output!r}")  # rule: memory-io
         if graph.input_names() != [memory.embedding_output]:
-            raise ValueError(f"graphs.memory: inputs {graph.input_names()}, expected [{memory.embedding_output!r}]")
+            raise ValueError(f"graphs.memory: inputs {graph.input_names()}, expected [{memory.embedding_output!r}]")  # rule: memory-io
         if memory.scores_output not in graph.output_names():
-            raise ValueError(f"memory.scores_output: the memory graph has no output {memory.scores_output!r}")
+            raise ValueError(f"memory.scores_output: the memory graph has no output {memory.scores_output!r}")  # rule: memory-io
         shape = graph.output(memory.scores_output).shape
         if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != n):
-            raise ValueError(f"memory.scores_output: shape {list(shape)}, expected [batch, {n}]")
+            raise ValueError(f"memory.scores_output: shape {list(shape)}, expected [batch, {n}]")  # rule: memory-io
         if encoder.output(memory.embedding_output).shape[1:] != graph.inputs[0].shape[1:]:
-            raise ValueError("graphs.memory: its input does not take the encoder's embedding shape")
-        if memory.examples < 1 or not 1 <= memory.k <= memory.examples:
-            raise ValueError(f"memory: k {memory.k} must be between 1 and the {memory.examples} examples")
+            raise ValueError("graphs.memory: its input does not take the encoder's embedding shape")  # rule: memory-io
+        if memory.examples < 1 or memory.k < 1:
+            raise ValueError(f"memory: k {memory.k} and examples {memory.examples} must be at least 1")  # rule: memory-bounds
+        if memory.k > memory.examples:
+            raise ValueError(f"memory: k {memory.k} must be between 1 and the {memory.examples} examples")  # rule: memory-k
         if not memory.temperature > 0 or not 0.0 <= memory.weight <= 1.0:
-            raise ValueError(f"memory: temperature {memory.temperature} must be > 0 and weight {memory.weight} "
+            raise ValueError(f"memory: temperature {memory.temperature} must be > 0 and weight {memory.weight} "  # rule: memory-bounds
                              "in [0, 1]")
-        if not 1 <= memory.head_labels <= n or (self.kind == "sequence" and memory.head_labels != n):
-            raise ValueError(f"memory.head_labels: {memory.head_labels}; between 1 and {n} (all {n} for a "
+        if memory.head_labels < 1:
+            raise ValueError(f"memory.head_labels: {memory.head_labels}; at least 1")  # rule: memory-bounds
+        if memory.head_labels > n or (self.kind == "sequence" and memory.head_labels != n):
+            raise ValueError(f"memory.head_labels: {memory.head_labels}; between 1 and {n} (all {n} for a "  # rule: memory-head
                              "sequence bundle)")
+
+
+def check_member_name(name: str) -> None:
+    """A bundle file is named plainly, inside the bundle's own folder (no folder, no leading dot)."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"files: {name!r} is not a file of the bundle's own folder")
 
 
 def sha256_file(path: Path) -> str:

@@ -34,7 +34,7 @@ class PreprocessConfig:
     scale: float = field(default=1.0 / 255.0)
     decode: str = "full"
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # rule: preprocess
         if self.image_size < 8:
             raise ValueError(f"image size {self.image_size} is too small (at least 8)")
         if self.resize not in RESIZE_RULES:

@@ -12,7 +12,8 @@ import json
 import sys
 from typing import Any
 
-from corel_annotate.runtime.bundle.manifest import FORMAT, FORMAT_VERSION, READABLE_VERSIONS, SCHEMA_FILE, BundleManifest
+from .rules import apply_schema_bounds
+from .manifest import FORMAT, FORMAT_VERSION, READABLE_VERSIONS, SCHEMA_FILE, BundleManifest
 
 
 def _close_objects(node: Any) -> None:
@@ -34,6 +35,7 @@ def manifest_schema() -> dict[str, Any]:
 
     schema = TypeAdapter(BundleManifest).json_schema(mode="validation")
     _close_objects(schema)
+    apply_schema_bounds(schema)   # the rules table's bounds and choices
     schema["properties"]["format"] = {"const": FORMAT, "title": "Format", "default": FORMAT}
     # every version this runtime reads (a version-2 manifest is a version-3 one without a memory)
     schema["properties"]["format_version"] = {"enum": list(READABLE_VERSIONS), "title": "Format Version",

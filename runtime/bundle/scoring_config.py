@@ -34,11 +34,11 @@ class ScoringConfig:
         n = len(self.thresholds)
         if n == 0:
             raise ValueError("scoring.thresholds: empty; one threshold per label")
-        if any(not (math.isfinite(t) and 0.0 <= t <= 1.0) for t in self.thresholds):
+        if any(not (math.isfinite(t) and 0.0 <= t <= 1.0) for t in self.thresholds):  # rule: scoring-bounds
             raise ValueError("scoring.thresholds: every threshold must be in [0, 1]")
-        if self.top_k is not None and (isinstance(self.top_k, bool) or self.top_k < 1):
+        if self.top_k is not None and (isinstance(self.top_k, bool) or self.top_k < 1):  # rule: scoring-bounds
             raise ValueError(f"scoring.top_k: {self.top_k}; at least 1, or null for no cap")
-        if not 0 <= self.min_labels <= n:
+        if not 0 <= self.min_labels <= n:  # rule: scoring-bounds, rule: scoring-min-labels
             raise ValueError(f"scoring.min_labels: {self.min_labels}; between 0 and {n}")
 
     def replace(self, top_k: Optional[int] = None, threshold: Optional[float] = None) -> "ScoringConfig":

@@ -20,7 +20,7 @@ class Vocabulary:
 
     labels: tuple[str, ...]
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # rule: vocabulary
         if not self.labels:
             raise ValueError("vocabulary is empty")
         seen: set[str] = set()

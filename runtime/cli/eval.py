@@ -30,7 +30,7 @@ def evaluate(
     """Run the runtime over a split and print the reference metrics: per-class and per-image precision,
     recall and F1, N+, and mAP for score-based bundles. Exit codes: 0 done, 2 bad bundle or data."""
     from ..annotator import Annotator
-    from ..evaluation.dataset import CorelDataset
+    from ..dataset import CorelDataset
     from ..evaluation.runner import evaluate_bundle
 
     try:

@@ -4,7 +4,7 @@ The bundle is verified once on the driver and shipped to the workers through Ray
 cluster's workers need not see the driver's disk); each actor unpacks it into a content-addressed
 folder, loads one :class:`Annotator` and annotates whole batches with the in-process engine's own
 per-image code, so its records equal ``corel-infer``'s.  Ray restarts a killed actor and reruns its
-batches; :class:`~.infer_job.RecordOutput` drops the records a rerun repeats.  Ray is imported only here."""
+batches; :class:`~.records.RecordOutput` drops the records a rerun repeats.  Ray is imported only here."""
 from __future__ import annotations
 
 import hashlib
@@ -22,13 +22,13 @@ from typing import Any, Collection, Iterator, Optional, Sequence
 
 import numpy as np
 
-from ..annotator import engine_name, settle_engine
+from ..engines.choice import engine_name, settle_engine
 from ..bundle.facts import BundleFacts
 from .records import InferOptions, Produced, error_record, ok_record
-from ..photos import IMAGE_SUFFIXES, Batch, _load
+from ..photos import IMAGE_SUFFIXES, load_batch
 from ..bundle.manifest import MANIFEST, BundleManifest, load_manifest
-from ..bundle.preprocess_config import PreprocessConfig
-from ..preprocessing import display_path, preprocess_bytes
+from ..preprocessing import display_path
+from ..reasons import one_line
 
 INSTALL_HINT = "pip install 'corel-annotate[ray]'"
 LOCAL = "local"
@@ -40,7 +40,7 @@ def _ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = one_line(exc)
         raise ValueError(f"--ray needs Ray Data, which cannot be imported ({detail}): {INSTALL_HINT}") from None
     return ray
 
@@ -103,40 +103,6 @@ class ShippedBundle:
         return final
 
 
-_UNNAMED = re.compile(r"cannot identify image file\)$")   # read_image drops the BytesIO repr
-
-
-def load_bytes(paths: list[str], blobs: list[bytes], config: PreprocessConfig, max_pixels: int,
-               pool: Optional[ThreadPoolExecutor] = None) -> Batch:
-    """:func:`~.inputs._load` for photos given as bytes (a URI input): the same decoding and the same
-    one-line reasons, the file named by its path; decoded in ``pool``'s threads when given."""
-    def one(item: tuple[str, bytes]) -> np.ndarray | str:
-        path, data = item
-        try:
-            return preprocess_bytes(data, display_path(path), config, max_pixels)
-        except (ValueError, OSError, MemoryError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            # PIL names the file only when it opened it itself: name it as it would for a path
-            return _UNNAMED.sub(f"cannot identify image file {display_path(path)!r})", reason)
-
-    results = list((pool.map if pool else map)(one, zip(paths, blobs)))
-    ok = [(Path(p), r) for p, r in zip(paths, results) if not isinstance(r, str)]
-    failed = [(Path(p), r) for p, r in zip(paths, results) if isinstance(r, str)]
-    return Batch([p for p, _ in ok], np.stack([a for _, a in ok]) if ok else None, failed)
-
-
-def load_paths(paths: list[Path], config: PreprocessConfig, max_pixels: int,
-               pool: Optional[ThreadPoolExecutor] = None, threads: int = 1) -> Batch:
-    """:func:`~.inputs._load` (the in-process engine's own), on ``threads`` slices of ``paths`` at once."""
-    if pool is None or threads <= 1 or len(paths) < 2:
-        return _load(paths, config, max_pixels)
-    size = -(-len(paths) // threads)
-    parts = list(pool.map(lambda i: _load(paths[i:i + size], config, max_pixels), range(0, len(paths), size)))
-    arrays = [b.array for b in parts if b.array is not None]
-    return Batch([p for b in parts for p in b.paths], np.concatenate(arrays) if arrays else None,
-                 [f for b in parts for f in b.failed])
-
-
 class BatchAnnotator:
     """The Ray Data actor: one Annotator, annotating batches of ``path`` (read here) or ``path`` and
     ``bytes`` rows into ``record`` (JSON text) and ``alphas`` (pickled attention weights or empty)."""
@@ -158,10 +124,8 @@ class BatchAnnotator:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         config, limit = self.annotator.preprocess_config, self.options.max_pixels
         paths = [str(p) for p in batch["path"]]
-        if "bytes" in batch:
-            loaded = load_bytes(paths, list(batch["bytes"]), config, limit, self.pool)
-        else:
-            loaded = load_paths([Path(p) for p in paths], config, limit, self.pool, self.threads)
+        photos = list(zip(paths, map(bytes, batch["bytes"]))) if "bytes" in batch else [Path(p) for p in paths]
+        loaded = load_batch(photos, config, limit, self.pool)
         records = [json.dumps(error_record(p, reason)) for p, reason in loaded.failed]
         alphas = [b""] * len(records)
         if loaded.array is not None:
@@ -196,7 +160,7 @@ def start_ray(address: str) -> bool:
         ray.init(address=address, **quiet)
         return True
     except Exception as exc:  # noqa: BLE001 - ray.init raises ConnectionError, RuntimeError, ValueError...
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        detail = one_line(exc)
         raise ValueError(f"--ray {address}: cannot start or join Ray ({detail})") from None
 
 
@@ -240,7 +204,7 @@ def list_uri(uri: str) -> list[str]:
             raise ValueError("no such file or folder")
         found = fs.get_file_info(pafs.FileSelector(root, recursive=True))
     except (OSError, ValueError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        detail = one_line(exc)
         raise ValueError(f"{uri}: cannot list ({detail})") from None
     return sorted(f.path for f in found if f.type == pafs.FileType.File
                   and os.path.splitext(f.path)[1].lower() in IMAGE_SUFFIXES)

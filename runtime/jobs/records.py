@@ -1,6 +1,5 @@
-"""One ``corel-infer`` job, whichever engine runs it: the options, the output file and its resume
-state, and the record stream of the in-process engine.  ``--server`` (``triton_client``) and
-``--ray`` (``ray_job``) produce the same records and go through the same :class:`RecordOutput`."""
+"""What every ``corel-infer`` job shares, whichever way it runs: the options, the records (the same
+fields from the local, ``--server`` and ``--ray`` jobs) and the output file with its resume state."""
 from __future__ import annotations
 
 import sys

@@ -11,7 +11,8 @@ from urllib.parse import urlparse
 import numpy as np
 
 from .records import InferOptions, Produced, error_record, ok_record
-from ..preprocessing import check_file, display_path
+from ..photos import read_photo
+from ..preprocessing import display_path
 from ..bundle.scoring_config import check_overrides
 from ..serve.tensors import ATTENTION, BEAM_WIDTH, ERROR, IMAGE, LABELS, SCORES, THRESHOLD, TOP_K
 
@@ -41,7 +42,7 @@ def _server_reason(path: Path, message: str) -> str:
     """The server names the photo ``image``; the record names the file, as local inference does."""
     message = message.splitlines()[0] if message else "no reason given"
     if message.startswith("image:"):
-        return display_path(path) + message[len("image"):]
+        return display_path(path) + message[len("image"):].replace("image file 'image')", f"image file {display_path(path)!r})")
     return f"{display_path(path)}: {message}"
 
 
@@ -189,15 +190,12 @@ class TritonJob:
         for start in range(0, len(files), size):
             paths, photos, unread = [], [], []
             for path in files[start:start + size]:
-                try:
-                    check_file(path)
-                    photos.append(path.read_bytes())
+                data = read_photo(path)
+                if isinstance(data, str):
+                    unread.append(Produced(path, error_record(path, data)))
+                else:
+                    photos.append(data)
                     paths.append(path)
-                except ValueError as exc:
-                    unread.append(Produced(path, error_record(path, str(exc))))
-                except OSError as exc:
-                    unread.append(Produced(path, error_record(
-                        path, f"{display_path(path)}: cannot read file ({exc.strerror or exc})")))
             window.append((paths, self._submit(photos, options) if photos else None, unread))
             while len(window) >= self.in_flight:
                 yield from self._next(window)

@@ -14,7 +14,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..annotator import Annotator
-from ..preprocessing import MAX_PIXELS, preprocess_bytes
+from ..photos import photo_tensor
+from ..preprocessing import MAX_PIXELS
 from .tensors import (ATTENTION, BEAM_WIDTH, ERROR, IMAGE, LABELS, MAX_IMAGE_BYTES, SCORES, THRESHOLD, TOP_K,
                       model_inputs, model_outputs, option_value)
 
@@ -59,10 +60,11 @@ class BundleModel:
         if not data:
             row.error = f"{name}: empty image"
             return row
-        try:
-            row.array = preprocess_bytes(data, name, self.annotator.preprocess_config, self.max_pixels)
-        except (ValueError, OSError, MemoryError) as exc:
-            row.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        tensor = photo_tensor((name, data), self.annotator.preprocess_config, self.max_pixels)
+        if isinstance(tensor, str):
+            row.error = tensor
+        else:
+            row.array = tensor
         return row
 
     def _options(self, request) -> tuple[dict, str]:

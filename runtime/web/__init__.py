@@ -1,0 +1,2 @@
+"""The browser runtime (the page and its JavaScript, onnxruntime-web under ``vendor/``) and ``server.py``,
+the local server ``corel-web`` runs."""

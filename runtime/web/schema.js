@@ -1,6 +1,6 @@
 // A small JSON Schema checker for the keywords bundle.schema.json uses (the schema pydantic writes
 // from the Python manifest dataclasses): type, properties, required, additionalProperties, enum,
-// const, items, prefixItems, minItems, maxItems, anyOf, $ref into $defs.  Returns the first problem
+// const, minimum, maximum, exclusiveMinimum, items, prefixItems, minItems, maxItems, anyOf, $ref into $defs.  Returns the first problem
 // as "path: message", or null when the value conforms.
 
 const TYPES = {
@@ -25,7 +25,7 @@ export function validate(root, value, node = root, path = "manifest") {
   node = resolve(root, node);
   if (node.anyOf) {
     const problems = node.anyOf.map((n) => validate(root, value, n, path));
-    return problems.includes(null) ? null : problems[0];
+    if (!problems.includes(null)) return problems[0];
   }
   if (node.type) {
     const types = Array.isArray(node.type) ? node.type : [node.type];
@@ -33,6 +33,11 @@ export function validate(root, value, node = root, path = "manifest") {
   }
   if ("const" in node && value !== node.const) return `${path}: must be ${JSON.stringify(node.const)}`;
   if (node.enum && !node.enum.includes(value)) return `${path}: must be one of ${node.enum.join(", ")}`;
+  if (typeof value === "number") {   // bounds apply to numbers only (a null beside them passes)
+    if (node.minimum !== undefined && value < node.minimum) return `${path}: at least ${node.minimum}, got ${value}`;
+    if (node.maximum !== undefined && value > node.maximum) return `${path}: at most ${node.maximum}, got ${value}`;
+    if (node.exclusiveMinimum !== undefined && !(value > node.exclusiveMinimum)) return `${path}: more than ${node.exclusiveMinimum}, got ${value}`;
+  }
   if (Array.isArray(value)) {
     if (node.minItems !== undefined && value.length < node.minItems) return `${path}: at least ${node.minItems} items`;
     if (node.maxItems !== undefined && value.length > node.maxItems) return `${path}: at most ${node.maxItems} items`;

@@ -43,7 +43,7 @@ def add(
     as_json: bool = typer.Option(False, "--json", help="Print what was done as JSON on stdout."),
 ) -> None:
     """Add DIR's labelled photos to the bundle's memory and write a new bundle."""
-    from .memory import add_examples
+    from ..memory import add_examples
 
     _, edit = _checked(lambda: add_examples(bundle, data, out, split=split, force=force,
                                             log=log))
@@ -64,7 +64,7 @@ def remove(
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """Remove labels added to the memory (and their examples) and write a new bundle."""
-    from .memory import remove_labels
+    from ..memory import remove_labels
 
     _, edit = _checked(lambda: remove_labels(bundle, labels, out, force=force))
     console.print(f"wrote {out}: removed {', '.join(edit.removed_labels)}; memory {edit.examples_before} -> "
@@ -77,7 +77,7 @@ def list_memory(
     as_json: bool = typer.Option(False, "--json", help="Print the listing as JSON."),
 ) -> None:
     """What the memory holds: its settings, the added labels and the examples per label."""
-    from .memory import describe
+    from ..memory import describe
 
     listing = _checked(lambda: describe(bundle))
     if as_json:

@@ -40,8 +40,8 @@ def main(
 
     Exit codes: 0 exported, 2 bad input or parity failure (nothing is written), 1 unexpected failure.
     """
-    from .bundle import export_bundle
-    from .tensorrt import EngineSettings
+    from ..bundle import export_bundle
+    from ..tensorrt import EngineSettings
 
     try:
         path, manifest, _ = export_bundle(checkpoint, out, opset=opset, tolerance=tolerance, force=force,

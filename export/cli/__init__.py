@@ -1,0 +1,1 @@
+"""The export console scripts, one module each: corel-export (``export``), corel-memory (``memory``)."""

@@ -1,0 +1,46 @@
+"""One pass of optimisation, shared by the trainer and the cross-fitted heads (``cross_fit.py``)."""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .models.base import AnnotationModel
+
+
+class LossModule(nn.Module):
+    """Wraps ``model.loss`` as ``forward`` so DistributedDataParallel can synchronise its gradients.
+    ``x`` is images, cached features, or (``head_inputs``) features already through the frozen top."""
+
+    def __init__(self, model: AnnotationModel, from_images: bool, head_inputs: bool = False) -> None:
+        super().__init__()
+        self.model, self.from_images, self.head_inputs = model, from_images, head_inputs
+        self.last_logs: dict[str, float] = {}
+
+    def forward(self, x, targets, tokens, lengths):
+        if self.head_inputs:
+            feats = x
+        else:
+            feats = self.model.features(x) if self.from_images else self.model.head_inputs_from_cache(x)
+        loss, self.last_logs = self.model.loss(feats, {"targets": targets, "tokens": tokens, "lengths": lengths})
+        return loss
+
+
+def train_batches(model: AnnotationModel, wrapped: nn.Module, loader: DataLoader, optimizer, scheduler,
+                  grad_clip: float, device: str, on_batch: Callable[[float], None] = lambda _loss: None) -> float:
+    """One pass over ``loader`` in training mode (clipped gradients, a scheduler step per batch); the mean loss."""
+    model.train()
+    total, batches = 0.0, 0
+    for x, targets, tokens, lengths in loader:
+        optimizer.zero_grad(set_to_none=True)
+        loss = wrapped(x.to(device), targets.to(device), tokens.to(device), lengths.to(device))
+        loss.backward()
+        if grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        scheduler.step()
+        total += float(loss.detach())
+        batches += 1
+        on_batch(total / batches)
+    return total / max(1, batches)
