@@ -11,7 +11,7 @@ ORT_DIST := $(WEB)/node_modules/onnxruntime-web/dist
 ORT_FILES := ort.min.mjs ort-wasm-simd-threaded.jsep.mjs ort-wasm-simd-threaded.jsep.wasm ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm
 WEB_STAMP := $(WEB)/vendor/.installed
 
-.PHONY: setup test demo clean web browser
+.PHONY: setup test demo clean web browser exiftool
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,9 +31,13 @@ web: $(WEB_STAMP)
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
+# exiftool for --write-tags xmp and its tests: Debian's package (GPL or Artistic licence, as Perl).
+exiftool:
+	command -v exiftool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libimage-exiftool-perl >/dev/null)
+
 setup: $(STAMP) $(WEB_STAMP)
 
-test: $(STAMP) $(WEB_STAMP) browser
+test: $(STAMP) $(WEB_STAMP) browser exiftool
 	$(PY) -m pytest -q -p no:cacheprovider
 
 demo: $(STAMP) $(WEB_STAMP)

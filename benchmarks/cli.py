@@ -294,6 +294,20 @@ def memory_variants_cmd(
     _run_and_write(lambda log: run_variants(bundle, data, _command("memory-variants"), log), write, out_dir)
 
 
+@app.command("tags")
+def tags_cmd(
+    images: int = typer.Option(1000, help="Generated photos to tag with each library."),
+    out_dir: Path = typer.Option(Path("bench-out/tags"), help="Results (tags.json/.md)."),
+) -> None:
+    """Tags per second: XMP sidecars written with exiftool (one stay-open process, as corel-infer
+    --write-tags does) and with pyexiv2, each read back by the other library; txt captions for scale.
+
+    Exit codes: 0 done, 2 bad input."""
+    from .tags import run_tags, write
+
+    _run_and_write(lambda log: run_tags(images, out_dir, _command("tags"), log), write, out_dir)
+
+
 @app.command("new-label")
 def new_label_cmd(
     data: Path = typer.Option(..., help="Corel-layout directory (its train and test splits)."),

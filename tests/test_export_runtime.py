@@ -133,7 +133,8 @@ import sys
 sys.modules['torch'] = None  # any attempt to import torch now fails
 from corel_annotate.runtime.annotator import Annotator
 from corel_annotate.runtime.evaluation.runner import evaluate_bundle
-from corel_annotate.runtime.cli.infer import infer_app, eval_app
+from corel_annotate.runtime.cli.infer import infer_app
+from corel_annotate.runtime.cli.eval import eval_app
 a = Annotator.load({str(bundle)!r})
 print(len(a.annotate([{str(next((synth_data / 'images').iterdir()))!r}], beam_width=3)))
 print(evaluate_bundle(Annotator.load({str(gcn)!r}), {str(synth_data)!r}).metrics.per_class_f1 > 0)

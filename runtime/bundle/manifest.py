@@ -316,7 +316,7 @@ class BundleManifest:
 def check_member_name(name: str) -> None:
     """A bundle file is named plainly, inside the bundle's own folder (no folder, no leading dot)."""
     if not name or "/" in name or "\\" in name or name.startswith("."):
-        raise ValueError(f"files: {name!r} is not a file of the bundle's own folder")
+        raise ValueError(f"files: {name!r} points outside the bundle (bundle files sit in its own folder)")
 
 
 def sha256_file(path: Path) -> str:

@@ -36,6 +36,16 @@ DEVICE_HELP = ("auto (default): OpenVINO when installed (pip install 'corel-anno
                "providers (a missing one falls back to the CPU with a message). openvino: OpenVINO on the CPU.")
 
 
+class TagMode(str, Enum):
+    xmp = "xmp"
+    txt = "txt"
+
+
+class Sidecar(str, Enum):
+    append = "append"
+    replace = "replace"
+
+
 class Format(str, Enum):
     jsonl = "jsonl"
     csv = "csv"

@@ -12,7 +12,8 @@ from rich.markup import escape
 from typer.core import TyperCommand
 
 from ..preprocessing import MAX_PIXELS
-from . import DEVICE_HELP, PRECISION_HELP, Device, Format, Precision, check_decoding_options, console, fail, progress_bar
+from . import (DEVICE_HELP, PRECISION_HELP, Device, Format, Precision, Sidecar, TagMode, check_decoding_options, console,
+               fail, progress_bar)
 
 infer_app = typer.Typer(add_completion=False, help="Annotate photos with an exported bundle.")
 
@@ -72,6 +73,15 @@ def infer(
                                 "--output and annotate only the images without one."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file."),
     max_pixels: int = typer.Option(MAX_PIXELS, help="Refuse images with more pixels (decompression-bomb guard)."),
+    write_tags: Optional[TagMode] = typer.Option(None, "--write-tags", help="Also put each photo's labels where photo "
+                                                 "software reads them: xmp, a sidecar beside the photo (dc:subject, "
+                                                 "lr:hierarchicalSubject, digiKam:TagsList; needs exiftool), or txt, a "
+                                                 "caption file photo.txt. The photo's own bytes are never touched; "
+                                                 "existing tags are kept."),
+    sidecar: Sidecar = typer.Option(Sidecar.append, help="--write-tags xmp: append names the sidecar photo.jpg.xmp "
+                                    "(darktable, digiKam), replace names it photo.xmp (Adobe Lightroom, Bridge)."),
+    tag_root: str = typer.Option("corel-annotate", help="--write-tags xmp: the root of the hierarchical tags "
+                                 "(ROOT|label); a later run replaces only the tags under it."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on standard error."),
 ) -> None:
     """Annotate photos. One record per image: {"image", "status": "ok"|"error", "labels", "scores"} or an
@@ -81,6 +91,7 @@ def infer(
     images failed, 2 bad bundle or arguments."""
     from ..jobs.attention_maps import write_attention_maps
     from ..jobs.records import InferOptions, RecordOutput
+    from ..jobs.tags import TagOptions, TagWriter
 
     if server is not None and ray is not None:
         fail("--server and --ray are two ways to run the job; choose one")
@@ -88,6 +99,12 @@ def infer(
     uris = [p for p in paths if "://" in p]
     if uris and ray is None:
         fail(f"{uris[0]}: a URI input needs --ray (Ray reads it); give a local path otherwise")
+    if write_tags is not None and uris:
+        fail(f"{uris[0]}: --write-tags writes beside local photos; give a local path")
+    try:
+        tag_options = TagOptions(write_tags.value, tag_root, sidecar.value) if write_tags is not None else None
+    except ValueError as exc:
+        fail(str(exc))
     files = _collect([p for p in paths if "://" not in p])
     if not files and not uris:
         fail("no images found in " + ", ".join(map(str, paths)))
@@ -96,7 +113,10 @@ def infer(
     except ValueError as exc:
         fail(str(exc))
     engine = ""
+    tagger = None
     try:
+        if tag_options is not None:
+            tagger = TagWriter(tag_options)
         if server is not None:
             from ..jobs.triton_job import TritonJob
 
@@ -112,6 +132,8 @@ def infer(
         _check_job(job, beam_width, top_k, threshold, attention_maps, model)
     except ValueError as exc:
         out.close()
+        if tagger is not None:
+            tagger.close()
         fail(str(exc))
     todo = out.todo(files)
     if out.resumed:
@@ -121,6 +143,11 @@ def infer(
         with progress_bar(len(todo), progress and sys.stderr.isatty()) as bar:
             task = bar.add_task("annotating", total=len(todo) or None)
             for item in job.records(todo, options, uris=uris, done=out.done):
+                if tagger is not None and not item.failed and item.record["image"] not in out.done:
+                    try:
+                        item.record["tags"] = tagger.write(item.path, item.record["labels"])
+                    except ValueError as exc:   # the labels stay in the record; the photo is as it was
+                        item.record.update(status="error", error=str(exc))
                 if not out.write(item.record):
                     continue
                 if item.failed and strict:
@@ -135,6 +162,8 @@ def infer(
     finally:
         out.close()
         job.close()
+        if tagger is not None:
+            tagger.close()
     console.print(f"{out.written - out.failures}/{out.written} images annotated in this run ({engine})"
                   + (f", {out.failures} failed" if out.failures else "") + (f"; results in {output}" if output else ""),
                   highlight=False, markup=False)

@@ -10,6 +10,7 @@ from typing import IO, Optional
 import numpy as np
 
 from ..preprocessing import MAX_PIXELS, display_path
+from .exclusive import ExclusiveOutput
 from .writers import ResultWriter, completed_images
 
 
@@ -66,12 +67,19 @@ class RecordOutput:
         append = False
         if resume and output is None:
             raise ValueError("--resume needs --output FILE")
-        if output is not None and output.exists() and output.stat().st_size > 0:
-            if resume:
-                self.done = completed_images(output, fmt)
-                append = True
-            elif not overwrite:
-                raise ValueError(f"{output}: already exists; --resume continues it, --overwrite replaces it")
+        # one writer per file: the lock is taken before the file is looked at (ValueError naming its holder)
+        self._lock = ExclusiveOutput(output) if output is not None else None
+        try:
+            if output is not None and output.exists() and output.stat().st_size > 0:
+                if resume:
+                    self.done = completed_images(output, fmt)
+                    append = True
+                elif not overwrite:
+                    raise ValueError(f"{output}: already exists; --resume continues it, --overwrite replaces it")
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
         self.resumed = len(self.done)
         self._stream: IO[str] = open(output, "a" if append else "w", encoding="utf-8") if output else sys.stdout
         self._writer = ResultWriter(self._stream, fmt, header=not append)
@@ -103,3 +111,5 @@ class RecordOutput:
         self._writer.close()
         if self.output is not None:
             self._stream.close()
+        if self._lock is not None:
+            self._lock.release()
