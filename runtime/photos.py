@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +20,18 @@ from .reasons import one_line
 T = TypeVar("T")
 R = TypeVar("R")
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".avif",
+                  ".heic", ".heif"}
+SIDECAR_SUFFIXES = {".xmp", ".txt", ".json", ".jsonl", ".csv", ".lock"}
+"""Files beside photos that are not photos (sidecars, captions, our own outputs): not counted as skipped."""
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
 
 
-def collect_paths(inputs: Sequence[str | Path]) -> list[Path]:
+def collect_paths(inputs: Sequence[str | Path], skipped: Counter | None = None) -> list[Path]:
     """Files given directly, image files under folders (recursive, sorted, links to folders not
     followed so loops cannot recur), the paths listed one per line in ``.txt``/``.lst`` files, and
-    the images of a Corel-layout split file (``DIR/test.json`` -> ``DIR/images/...``)."""
+    the images of a Corel-layout split file (``DIR/test.json`` -> ``DIR/images/...``).  Files in
+    folders with a suffix we do not read are counted by suffix in ``skipped`` (sidecars are not)."""
     out: list[Path] = []
     for item in inputs:
         path = Path(item)
@@ -35,6 +40,10 @@ def collect_paths(inputs: Sequence[str | Path]) -> list[Path]:
             for root, dirs, files in os.walk(path, followlinks=False):
                 dirs.sort()
                 found.extend(Path(root) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES)
+                if skipped is not None:
+                    skipped.update(Path(f).suffix.lower() or "(none)" for f in files
+                                   if Path(f).suffix.lower() not in IMAGE_SUFFIXES | SIDECAR_SUFFIXES
+                                   and not f.startswith("."))
             out.extend(sorted(found))
         elif path.suffix.lower() == ".json" and path.is_file():
             from .dataset import read_annotations

@@ -5,6 +5,7 @@ the tensors the exported runtime feeds it are identical by construction.
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 import re
@@ -64,9 +65,27 @@ def check_file(path: str | Path) -> str:
     return name
 
 
+HEIF_SUFFIXES = (".heic", ".heif")
+"""iPhone photos: read through pillow-heif where it is installed (``pip install 'corel-annotate[heif]'``).
+AVIF is Pillow's own."""
+
+
+@functools.cache
+def heif_available() -> bool:
+    """Whether pillow-heif is installed; its opener is registered with PIL the first time this is asked."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
 def read_image(source: str | Path | BinaryIO, name: str, max_pixels: int = MAX_PIXELS,
                min_size: int | None = None) -> Image.Image:
     """:func:`load_image` on a path or an open binary file (``name`` goes into error messages)."""
+    if not heif_available() and name.lower().endswith(HEIF_SUFFIXES):
+        raise ValueError(f"{name}: HEIC/HEIF photos need pillow-heif (pip install 'corel-annotate[heif]')")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

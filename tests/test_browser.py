@@ -375,3 +375,24 @@ def test_browser_refuses_every_rule_broken_as_the_loader_does(pages, rule_manife
             assert schema_problem is not None, (rule, what, rule_problem)
         assert schema_problem is not None or rule_problem is not None, (rule, what)
     assert tried, (rule, what)
+
+
+def test_the_page_says_it_cannot_read_heic(pages, tmp_path):
+    """A HEIC photo (made here with pillow-heif) dropped on the page: its card says the browser cannot read
+    HEIC and where it can be read, instead of a decoder's message."""
+    from corel_annotate.runtime.preprocessing import heif_available
+
+    if not heif_available():
+        if os.environ.get("CI"):
+            pytest.fail("pillow-heif is not installed (the dev extra installs it)")
+        pytest.skip("pillow-heif is not installed")
+    path = tmp_path / "iphone.heic"
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(path)
+    assert Image.open(path).format == "HEIF"
+    page = pages["ml-gcn"]
+    errors = len(page.query_selector_all(".card .error"))
+    page.set_input_files("#files", [str(path)])
+    page.wait_for_function(f"document.querySelectorAll('.card .error').length > {errors}", timeout=60_000)
+    message = page.query_selector_all(".card .error")[-1].inner_text()
+    assert message.startswith("iphone.heic: this browser cannot read HEIC/HEIF photos"), message
+    assert "corel-annotate[heif]" in message

@@ -171,9 +171,18 @@ def infer(
 
 
 def _collect(paths: list[str]) -> list[Path]:
+    """The photos to annotate; files in the folders that are not photos we read are named, not hidden."""
+    from collections import Counter
+
     from ..photos import collect_paths
 
-    return collect_paths(paths)
+    skipped: Counter = Counter()
+    files = collect_paths(paths, skipped)
+    if skipped:
+        listed = ", ".join(f"{suffix} ({n})" for suffix, n in skipped.most_common())
+        console.print(f"skipped {sum(skipped.values())} files that are not photos corel-infer reads: {listed}",
+                      highlight=False, markup=False)
+    return files
 
 
 def _check_job(job, beam_width: int | None, top_k: int | None, threshold: float | None,

@@ -115,9 +115,17 @@ async function annotateFiles(files) {
     try {
       show(view, await annotator.annotateBlob(file, file.name), annotator.backend);
     } catch (e) {
-      fail(view, e.message);
+      fail(view, unreadable(file.name) || e.message);
     }
   }
+}
+
+/** Formats browsers do not decode, said as such (other formats fail with the browser's own reason). */
+function unreadable(name) {
+  const ext = (name.match(/\.([^.]+)$/) || [])[1]?.toLowerCase();
+  if (ext === "heic" || ext === "heif") return `${name}: this browser cannot read HEIC/HEIF photos; corel-infer reads them (pip install 'corel-annotate[heif]')`;
+  if (["cr2", "cr3", "nef", "arw", "dng", "orf", "rw2", "raf"].includes(ext)) return `${name}: camera RAW files cannot be read here`;
+  return null;
 }
 
 document.getElementById("files").addEventListener("change", (e) => annotateFiles([...e.target.files]));
