@@ -183,21 +183,25 @@ class CheckpointConfig:
     history: list[dict[str, Any]] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
-    thresholds: list[float] = field(default_factory=list)
-    top_k: int = 0
-    min_labels: int = 0
+    scoring: ScoringConfig | None = None
+    """A score model's label selection, as the bundle's manifest will carry it (None for sequence models)."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @property
-    def scoring(self) -> ScoringConfig | None:
-        """A score model's label selection as the bundle will carry it (None for sequence models and
-        before thresholds are set); stored flat (``thresholds``, ``top_k`` with 0 for no cap,
-        ``min_labels``) as checkpoints always were."""
-        if self.model.is_sequence or not self.thresholds:
-            return None
-        return ScoringConfig(tuple(self.thresholds), self.top_k or None, self.min_labels)
+    def thresholds(self) -> list[float]:
+        """The per-label thresholds (empty for sequence models)."""
+        return list(self.scoring.thresholds) if self.scoring is not None else []
+
+    @property
+    def top_k(self) -> int:
+        """The cap on labels per image, 0 for none (as ``select_labels`` takes it)."""
+        return (self.scoring.top_k or 0) if self.scoring is not None else 0
+
+    @property
+    def min_labels(self) -> int:
+        return self.scoring.min_labels if self.scoring is not None else 0
 
     @classmethod
     def from_json(cls, text: str) -> "CheckpointConfig":
@@ -214,7 +218,15 @@ class CheckpointConfig:
             history=list(data.get("history", [])),
             data=dict(data.get("data", {})),
             versions=dict(data.get("versions", {})),
-            thresholds=list(data.get("thresholds", [])),
-            top_k=int(data.get("top_k", 0)),
-            min_labels=int(data.get("min_labels", 0)),
+            scoring=_scoring_from(data),
         )
+
+
+def _scoring_from(data: dict[str, Any]) -> ScoringConfig | None:
+    """A checkpoint's ``scoring`` section; checkpoints written before it existed kept the same fields
+    flat (``thresholds``, ``top_k`` with 0 for no cap, ``min_labels``) and read the same."""
+    if data.get("scoring") is not None:
+        return ScoringConfig.from_dict(data["scoring"])
+    if data.get("thresholds"):
+        return ScoringConfig(tuple(data["thresholds"]), int(data.get("top_k", 0)) or None, int(data.get("min_labels", 0)))
+    return None

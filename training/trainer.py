@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from corel_annotate.runtime.dataset import CorelDataset
 from corel_annotate.runtime.bundle.preprocess_config import PreprocessConfig
+from corel_annotate.runtime.bundle.scoring_config import ScoringConfig
 from corel_annotate.runtime.evaluation.thresholds import balanced_threshold, tune_thresholds
 
 from .augment import AugmentConfig
@@ -119,7 +120,7 @@ def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceC
                             vocabulary=list(run.ds.vocabulary.labels), preprocess=run.preprocess,
                             data={"dir": str(data_dir), **run.data.info, "world_size": dist_info.world_size},
                             versions=versions(),
-                            thresholds=[] if run.model.is_sequence else [0.5] * len(run.ds.vocabulary))
+                            scoring=None if run.model.is_sequence else ScoringConfig((0.5,) * len(run.ds.vocabulary)))
     start_epoch, best_score = 0, -1.0
     if resume:
         start_epoch, best_score = _resume(last_path(out), run.model, optimizer, scheduler, ckpt, log)
@@ -411,13 +412,14 @@ def _tune_thresholds(out: Path, model: AnnotationModel, ckpt: CheckpointConfig, 
     model.load_state_dict(payload["state_dict"])
     scores = predict_features(model, _head_inputs(model, val_feats), best.decode.greedy()).scores
     if train_cfg.threshold_tuning == "balanced":
-        best.top_k, best.min_labels = max_labels, 1
-        best.thresholds = [balanced_threshold(scores, val_targets, best.top_k, best.min_labels)] * scores.shape[1]
-        summary = f"{best.thresholds[0]:.3f} for every label, at most {best.top_k} and at least 1 label per image"
+        threshold = balanced_threshold(scores, val_targets, max_labels, 1)
+        best.scoring = ScoringConfig((threshold,) * scores.shape[1], max_labels, 1)
+        summary = f"{threshold:.3f} for every label, at most {max_labels} and at least 1 label per image"
     else:
-        best.thresholds = [float(t) for t in tune_thresholds(scores, val_targets, train_cfg.threshold_tuning)]
-        summary = " ".join(f"{t:.3f}" for t in best.thresholds)
-    ckpt.thresholds, ckpt.top_k, ckpt.min_labels = best.thresholds, best.top_k, best.min_labels
+        tuned = tuple(float(t) for t in tune_thresholds(scores, val_targets, train_cfg.threshold_tuning))
+        best.scoring = replace(best.scoring, thresholds=tuned) if best.scoring is not None else ScoringConfig(tuned)
+        summary = " ".join(f"{t:.3f}" for t in tuned)
+    ckpt.scoring = best.scoring
     save_checkpoint(out, best, model)
     log(f"thresholds ({train_cfg.threshold_tuning} on {val_feats.shape[0]} validation images): {summary}")
 
@@ -465,10 +467,10 @@ def _oof_thresholds(run: _Run, ckpt: CheckpointConfig) -> None:
     thresholds = shrunk_thresholds(scores, targets, top_k, 1)
     m = annotation_metrics(targets.astype(np.uint8),
                            label_sets_to_matrix(select_labels(scores, thresholds, top_k, 1), targets.shape[1]), scores)
-    best.thresholds, best.top_k, best.min_labels = [float(t) for t in thresholds], top_k, 1
+    best.scoring = ScoringConfig(tuple(float(t) for t in thresholds), top_k, 1)
     best.metrics["oof"] = {"folds": train_cfg.folds, "photos": real,
                            "seconds": round(time.perf_counter() - t0, 2), **m.to_dict()}
-    ckpt.thresholds, ckpt.top_k, ckpt.min_labels = best.thresholds, best.top_k, best.min_labels
+    ckpt.scoring = best.scoring
     ckpt.metrics["oof"] = best.metrics["oof"]
     save_checkpoint(run.out, best, model, oof_scores=torch.from_numpy(scores.astype(np.float16)))
     run.log(f"thresholds (shrunk per label, from {train_cfg.folds}-fold out-of-fold scores of {real} "
