@@ -62,12 +62,6 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def check_decoding_options(job, beam_width: int | None, top_k: int | None = None,
-                           threshold: float | None = None) -> None:
-    """Refuse bad decoding options before any image is read (a ValueError, exit 2)."""
-    job.check_overrides(beam_width, top_k, threshold)
-
-
 def log(message: str) -> None:
     """One line on standard error, printed as given (no markup, no highlighting)."""
     console.print(message, highlight=False, markup=False)

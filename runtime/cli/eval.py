@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from . import DEVICE_HELP, PRECISION_HELP, Device, Precision, check_decoding_options, fail, progress_bar
+from . import DEVICE_HELP, PRECISION_HELP, Device, Precision, fail, progress_bar
 
 eval_app = typer.Typer(add_completion=False, help="Evaluate an exported bundle on a Corel-layout split.")
 
@@ -35,7 +35,7 @@ def evaluate(
 
     try:
         annotator = Annotator.load(model, device=device.value, threads=threads, precision=precision.value)
-        check_decoding_options(annotator, beam_width)
+        annotator.check_overrides(beam_width)
         total = len(CorelDataset(data).read(split).samples)
         with progress_bar(total, progress and sys.stderr.isatty()) as bar:
             task = bar.add_task(f"evaluating {split}", total=total)

@@ -12,7 +12,7 @@ from rich.markup import escape
 from typer.core import TyperCommand
 
 from ..preprocessing import MAX_PIXELS
-from . import (DEVICE_HELP, PRECISION_HELP, Device, Format, Precision, Sidecar, TagMode, check_decoding_options, console,
+from . import (DEVICE_HELP, PRECISION_HELP, Device, Format, Precision, Sidecar, TagMode, console,
                fail, progress_bar)
 
 infer_app = typer.Typer(add_completion=False, help="Annotate photos with an exported bundle.")
@@ -188,7 +188,7 @@ def _collect(paths: list[str]) -> list[Path]:
 def _check_job(job, beam_width: int | None, top_k: int | None, threshold: float | None,
                attention_maps: Path | None, model: str) -> None:
     """Refuse options the job's bundle cannot honour before any image is read (ValueError, exit 2)."""
-    check_decoding_options(job, beam_width, top_k, threshold)
+    job.check_overrides(beam_width, top_k, threshold)
     if attention_maps is not None and not job.has_attention:
         raise ValueError(f"--attention-maps needs a bundle whose decoder gives attention weights; {model} "
                          f"({job.method}) has none")

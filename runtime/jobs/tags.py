@@ -135,12 +135,13 @@ class TagWriter:
         from exiftool.exceptions import ExifToolException
 
         existing: dict[str, list[str]] = {}
+        exists = target.exists()
         try:
-            if target.exists():
+            if exists:
                 found = self._tool.get_tags([str(target)], list(_READ.values()))[0]
                 existing = {tag: _as_list(found.get(f"{tag.split(':')[0]}:{name}")) for name, tag in _READ.items()}
             merged = merge_tags(existing, labels, self.options.root)
-            if target.exists() and all(existing.get(k, []) == v for k, v in merged.items()):
+            if exists and all(existing.get(k, []) == v for k, v in merged.items()):
                 return {"mode": "xmp", "file": display_path(target), "changed": False, "tags": merged[SUBJECT]}
             self._tool.set_tags([str(target)], merged, params=["-overwrite_original"])
         except ExifToolException as exc:
