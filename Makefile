@@ -18,11 +18,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[train,dev,serve,ray]'
 	touch $(STAMP)
 
-# onnxruntime-web from npm (pinned by runtime/web/package-lock.json), copied where corel-web and the wheel find it.
+# onnxruntime-web and fflate (the page's zip of XMP sidecars) from npm, pinned by runtime/web/package-lock.json,
+# copied where corel-web and the wheel find them.
 $(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json
 	npm ci --prefix $(WEB) --ignore-scripts --no-audit --no-fund --loglevel=error
 	mkdir -p $(WEB)/vendor
 	cd $(ORT_DIST) && cp $(ORT_FILES) $(CURDIR)/$(WEB)/vendor/
+	cp $(WEB)/node_modules/fflate/esm/browser.js $(WEB)/vendor/fflate.mjs
 	touch $(WEB_STAMP)
 
 web: $(WEB_STAMP)

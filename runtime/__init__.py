@@ -12,5 +12,5 @@ Its rooms, each importing only those listed after it (``tests/test_layout.py`` h
 * ``engines/`` (onnxruntime, OpenVINO, TensorRT, the ``auto`` choice), ``preprocessing.py`` (pixels),
   ``dataset.py`` (the Corel layout);
 * ``bundle/``: the contract (manifest, its schema and rules, the decoding, scoring and preprocessing
-  configs), importing no imaging library and no engine.
+  configs, the run-time label map), importing no imaging library and no engine.
 """

@@ -13,6 +13,7 @@ from .search import search_labels
 from .bundle.decoding_config import DecodingConfig
 from .bundle.facts import BundleFacts
 from .bundle.manifest import BundleManifest, load_manifest, safe_member
+from .bundle.label_map import LabelMap, with_label_map
 from .memory import EMBEDDING_OUTPUT, blend_scores, interpolate_log_probs
 from .preprocessing import load_image, preprocess, to_rgb
 from .scoring import select_labels, sigmoid
@@ -42,10 +43,11 @@ class Annotator(BundleFacts):
     thresholds), never from the name of the method that trained the bundle."""
 
     def __init__(self, bundle: Path, manifest: BundleManifest, sessions: dict, device: str,
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", labels: LabelMap | None = None) -> None:
         self.bundle, self.manifest, self.sessions, self.device = bundle, manifest, sessions, device
         self.precision = precision
         self.vocabulary = manifest.vocab()
+        self.label_map = labels.bind(manifest.vocabulary, manifest.kind) if labels is not None else None
         self.preprocess_config = manifest.preprocess_config()
         seq = manifest.sequence
         if seq is not None:
@@ -63,7 +65,8 @@ class Annotator(BundleFacts):
 
     @classmethod
     def load(cls, bundle: str | Path, device: str = "cpu", threads: int = 0, spinning: bool = False,
-             precision: str = "fp32", pin_threads: bool = True) -> "Annotator":
+             precision: str = "fp32", pin_threads: bool = True,
+             labels: LabelMap | str | Path | None = None) -> "Annotator":
         """Verify the bundle (sha256 of every file, paths inside the bundle, graph interfaces), then open sessions.
 
         ``device="tensorrt"`` runs the bundle's TensorRT engines when it has them, else onnxruntime's
@@ -75,9 +78,15 @@ class Annotator(BundleFacts):
         ``pin_threads=False`` stops OpenVINO pinning its threads to cores: needed when several engine
         processes share a machine (``--ray`` actors), which it would otherwise pin to the same cores.
         ``device="auto"``/``precision="auto"`` pick the fastest engine within the accuracy budget (the
-        CLIs' default; see ``openvino_session.resolve_engine``); :attr:`engine` says which ran."""
+        CLIs' default; see ``openvino_session.resolve_engine``); :attr:`engine` says which ran.
+        ``labels``: a run-time :class:`~.label_map.LabelMap` (or its file) for the names, merges,
+        exclusions and per-label thresholds of every result; the bundle is not changed."""
         bundle = Path(bundle)
         manifest = load_manifest(bundle, verify=True)
+        if isinstance(labels, (str, Path)):
+            labels = LabelMap.read(labels)
+        if labels is not None:
+            labels.bind(manifest.vocabulary, manifest.kind)
         device, precision = settle_engine(device, precision)
         if device == "openvino":
             from .engines.openvino_session import OpenVINOSession
@@ -94,7 +103,7 @@ class Annotator(BundleFacts):
         else:
             sessions = {name: create_session(safe_member(bundle, spec.file), spec, device, threads, spinning)
                         for name, spec in manifest.graphs.items()}
-        return cls(bundle, manifest, sessions, device, precision)
+        return cls(bundle, manifest, sessions, device, precision, labels)
 
     @property
     def engine(self) -> str:
@@ -176,18 +185,26 @@ class Annotator(BundleFacts):
             mix = (encoded[self.memory.scores_output], self.memory.weight) if self._run_memory else None
             results = search_labels(lambda tokens, state: self.step(tokens, state, mix), self.start_state(encoded),
                              config, len(self.vocabulary), keep_alphas, source=self._step_source)
-            return [Annotation(self.vocabulary.decode(r.labels), r.scores, r.labels, r.alphas) for r in results]
+            return [with_label_map(self.label_map, Annotation(self.vocabulary.decode(r.labels), r.scores, r.labels, r.alphas))
+                    for r in results]
         return self.labels_from_scores(self.label_scores(encoded), top_k, threshold)
 
     def labels_from_scores(self, probs: np.ndarray, top_k: int | None = None,
                            threshold: float | None = None) -> list[Annotation]:
         """Score-based bundles: labels whose score reaches the threshold (per label from the manifest,
-        or one ``threshold`` for all), best first, at most ``top_k``, at least the manifest's ``min_labels``."""
+        or one ``threshold`` for all), best first, at most ``top_k``, at least the manifest's ``min_labels``.
+        A label map's thresholds replace those of its labels, and its excluded labels are never chosen."""
         scoring = self.manifest.scoring
         assert scoring is not None
         rules = self.scoring_config(top_k, threshold)
-        chosen = select_labels(probs, rules.thresholds, rules.top_k, rules.min_labels)
-        return [Annotation(self.vocabulary.decode(ids), [float(probs[i, j]) for j in ids], ids)
+        thresholds, choose = rules.thresholds, probs
+        if self.label_map is not None:
+            excluded = self.label_map.excluded(self.manifest.vocabulary)
+            # an excluded label never reaches its bar and ranks below every other, even for min_labels
+            thresholds = np.where(excluded, 2.0, self.label_map.thresholds(self.manifest.vocabulary, thresholds))
+            choose = np.where(excluded, -1.0, probs)
+        chosen = select_labels(choose, thresholds, rules.top_k, rules.min_labels)
+        return [with_label_map(self.label_map, Annotation(self.vocabulary.decode(ids), [float(probs[i, j]) for j in ids], ids))
                 for i, ids in enumerate(chosen)]
 
     def scores(self, batch: np.ndarray) -> np.ndarray | None:

@@ -14,14 +14,14 @@ import numpy as np
 
 from .bundle.preprocess_config import PreprocessConfig
 
-from .preprocessing import MAX_PIXELS, check_file, display_path, preprocess_bytes, preprocess_file
+from .preprocessing import MAX_PIXELS, RAW_SUFFIXES, check_file, display_path, preprocess_bytes, preprocess_file
 from .reasons import one_line
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".avif",
-                  ".heic", ".heif"}
+                  ".heic", ".heif", *RAW_SUFFIXES}
 SIDECAR_SUFFIXES = {".xmp", ".txt", ".json", ".jsonl", ".csv", ".lock"}
 """Files beside photos that are not photos (sidecars, captions, our own outputs): not counted as skipped."""
 LIST_SUFFIXES = {".txt", ".lst", ".list"}

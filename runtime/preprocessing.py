@@ -81,15 +81,64 @@ def heif_available() -> bool:
     return True
 
 
+RAW_SUFFIXES = (".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".orf", ".rw2", ".raf",
+                ".pef", ".srw", ".3fr", ".iiq", ".erf", ".kdc", ".mos", ".mrw", ".x3f", ".rwl")
+"""Camera RAW files: read through rawpy (LibRaw) where it is installed (``pip install 'corel-annotate[raw]'``),
+by their embedded preview (what the camera rendered), else by LibRaw's own development."""
+
+_FLIP = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90, 6: Image.Transpose.ROTATE_270}
+"""LibRaw's ``sizes.flip`` (the camera's orientation) as the turn that puts the preview upright."""
+
+
+@functools.cache
+def raw_available() -> bool:
+    """Whether rawpy (LibRaw) is installed."""
+    try:
+        import rawpy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _raw_image(source: str | Path | BinaryIO, name: str, max_pixels: int) -> Image.Image:
+    """A RAW file's embedded preview (JPEG or bitmap), upright; without one, LibRaw's half-size development."""
+    import rawpy
+
+    try:
+        with rawpy.imread(str(source) if isinstance(source, Path) else source) as raw:
+            if raw.sizes.raw_width * raw.sizes.raw_height > max_pixels:
+                raise ValueError(f"{raw.sizes.raw_width}x{raw.sizes.raw_height} is more than {max_pixels:,} pixels "
+                                 "(decompression-bomb guard)")
+            try:
+                thumb = raw.extract_thumb()
+            except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
+                thumb = None
+            if thumb is None:
+                return Image.fromarray(raw.postprocess(use_camera_wb=True, half_size=True, output_bps=8))
+            if thumb.format == rawpy.ThumbFormat.JPEG:
+                with Image.open(io.BytesIO(thumb.data)) as preview:
+                    # LibRaw's flip says how the camera was held; a preview's own EXIF orientation is not used twice
+                    img = Image.fromarray(np.asarray(to_rgb(preview)))
+            else:
+                img = Image.fromarray(np.asarray(thumb.data, dtype=np.uint8)).convert("RGB")
+            flip = _FLIP.get(raw.sizes.flip)
+            return img.transpose(flip) if flip is not None else img
+    except rawpy.LibRawError as exc:
+        raise ValueError(f"cannot read RAW ({type(exc).__name__}: {exc})") from None
+
+
 def read_image(source: str | Path | BinaryIO, name: str, max_pixels: int = MAX_PIXELS,
                min_size: int | None = None) -> Image.Image:
     """:func:`load_image` on a path or an open binary file (``name`` goes into error messages)."""
     if not heif_available() and name.lower().endswith(HEIF_SUFFIXES):
         raise ValueError(f"{name}: HEIC/HEIF photos need pillow-heif (pip install 'corel-annotate[heif]')")
+    raw = name.lower().endswith(RAW_SUFFIXES)
+    if raw and not raw_available():
+        raise ValueError(f"{name}: camera RAW photos need rawpy (pip install 'corel-annotate[raw]')")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as img:
+            with (_raw_image(source, name, max_pixels) if raw else Image.open(source)) as img:
                 if img.width * img.height > max_pixels:
                     raise ValueError(f"{img.width}x{img.height} is more than {max_pixels:,} pixels "
                                      "(decompression-bomb guard)")

@@ -396,3 +396,61 @@ def test_the_page_says_it_cannot_read_heic(pages, tmp_path):
     message = page.query_selector_all(".card .error")[-1].inner_text()
     assert message.startswith("iphone.heic: this browser cannot read HEIC/HEIF photos"), message
     assert "corel-annotate[heif]" in message
+
+
+def test_the_page_applies_a_label_map_and_exports_csv_and_xmp(browser, bundles, photos, tmp_path):
+    """corel-web --labels: the page's labels equal the Annotator's with the same map; its CSV lists what it
+    shows, and exiftool reads the labels back from the XMP sidecars in its zip."""
+    import csv
+    import io
+    import subprocess
+    import zipfile
+
+    from corel_annotate.runtime.bundle.label_map import LabelMap
+
+    exiftool = shutil.which("exiftool")
+    if exiftool is None and not os.environ.get("CI"):
+        pytest.skip("exiftool is not installed")
+    label_map = LabelMap.from_dict({"labels": {"sky": {"name": "blue sky", "path": "nature|weather"},
+                                               "tree": "plants", "grass": "plants", "people": {"exclude": True},
+                                               "water": {"threshold": 0.0}}}, "labels.json")
+    bundle = bundles["ml-gcn"][1]
+    annotator = Annotator.load(bundle, device="cpu", precision="fp32", labels=label_map)
+    names = sorted(p.name for p in photos.iterdir() if not p.name.startswith("x-"))[:24]
+    with WebServer(bundle, photos=photos, labels=label_map.bind(annotator.manifest.vocabulary, "scores")) as server:
+        page = open_page(browser, server, "?threads=2&backend=wasm")
+        try:
+            for name in names:
+                want = annotator.annotate([photos / name])[0]
+                got = page.evaluate("u => window.corel.annotateUrl(u)", f"/photos/{name}")
+                assert got["labels"] == want.labels, name
+                assert np.allclose(got["scores"], want.scores, atol=1e-3), name
+            page.set_input_files("#files", [str(photos / n) for n in names[:4]] + [str(photos / "x-broken.jpg")])
+            page.wait_for_function("document.querySelectorAll('.card .labels, .card .error').length >= 5", timeout=60_000)
+            shown = {card.get_attribute("data-name"): json.loads(card.get_attribute("data-labels"))
+                     for card in page.query_selector_all(".card:not(.failed)")}
+            assert any(label in ("blue sky", "plants", "water") for labels in shown.values() for label in labels)
+            with page.expect_download() as csv_download:
+                page.click("#export-csv")
+            rows = list(csv.DictReader(io.StringIO(Path(csv_download.value.path()).read_text(encoding="utf-8"))))
+            with page.expect_download() as zip_download:
+                page.click("#export-xmp")
+            archive = zipfile.ZipFile(zip_download.value.path())
+        finally:
+            page.close()
+    assert [r["image"] for r in rows] == names[:4] + ["x-broken.jpg"]
+    assert {r["image"]: r["labels"].split(";") for r in rows if r["status"] == "ok"} == shown
+    assert rows[-1]["status"] == "error" and rows[-1]["error"].startswith("x-broken.jpg: cannot read image")
+    assert sorted(archive.namelist()) == sorted(f"{n}.xmp" for n in shown)
+    archive.extractall(tmp_path)
+    for name, labels in shown.items():
+        out = subprocess.run([exiftool, "-j", "-G1", "-XMP-dc:Subject", "-XMP-lr:HierarchicalSubject",
+                              "-XMP-digiKam:TagsList", str(tmp_path / f"{name}.xmp")],
+                             capture_output=True, text=True, check=True).stdout
+        found = json.loads(out)[0]
+        as_list = lambda v: v if isinstance(v, list) else [v]   # noqa: E731
+        assert as_list(found["XMP-dc:Subject"]) == labels
+        paths = {"blue sky": "nature|weather|"}
+        assert as_list(found["XMP-lr:HierarchicalSubject"]) == [f"corel-annotate|{paths.get(x, '')}{x}" for x in labels]
+        assert as_list(found["XMP-digiKam:TagsList"]) == [f"corel-annotate/{paths.get(x, '').replace('|', '/')}{x}"
+                                                          for x in labels]

@@ -40,7 +40,7 @@ def test_split_file_csv_and_json_formats(bundles, synth_data):
     assert as_csv.exit_code == 0
     rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
     n_test = len(json.loads((synth_data / "test.json").read_text())["samples"])
-    assert len(rows) == n_test and all(len(r["labels"].split()) <= 2 for r in rows)
+    assert len(rows) == n_test and all(len(r["labels"].split(";")) <= 2 for r in rows)
     as_json = runner.invoke(infer_app, args + ["--format", "json"])
     assert len(json.loads(as_json.stdout)) == n_test
 

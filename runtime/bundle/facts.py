@@ -2,6 +2,7 @@
 :class:`~corel_annotate.runtime.annotator.Annotator` and by engines with no local sessions (Ray)."""
 from __future__ import annotations
 
+import hashlib
 from typing import Optional
 
 from .decoding_config import DecodingConfig
@@ -14,6 +15,12 @@ class BundleFacts:
     and those of engines with no local sessions (``--ray``); set :attr:`manifest` in the subclass."""
 
     manifest: BundleManifest
+
+    @property
+    def bundle_id(self) -> Optional[str]:
+        """The sha256 of the manifest's canonical JSON, which names every graph's sha256: the same for
+        the same bundle wherever it was copied (recorded with the tags a job writes)."""
+        return hashlib.sha256(self.manifest.to_json().encode("utf-8")).hexdigest()
 
     @property
     def method(self) -> str:

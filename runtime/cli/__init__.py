@@ -38,6 +38,7 @@ DEVICE_HELP = ("auto (default): OpenVINO when installed (pip install 'corel-anno
 
 class TagMode(str, Enum):
     xmp = "xmp"
+    embed = "embed"
     txt = "txt"
 
 

@@ -73,11 +73,19 @@ def infer(
                                 "--output and annotate only the images without one."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file."),
     max_pixels: int = typer.Option(MAX_PIXELS, help="Refuse images with more pixels (decompression-bomb guard)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="A label map (TOML or JSON; docs/tags.md): display "
+                                          "names, merged and excluded labels, per-label thresholds, tag hierarchy. "
+                                          "The bundle is not changed. With --server, give it to corel-serve."),
     write_tags: Optional[TagMode] = typer.Option(None, "--write-tags", help="Also put each photo's labels where photo "
                                                  "software reads them: xmp, a sidecar beside the photo (dc:subject, "
-                                                 "lr:hierarchicalSubject, digiKam:TagsList; needs exiftool), or txt, a "
-                                                 "caption file photo.txt. The photo's own bytes are never touched; "
-                                                 "existing tags are kept."),
+                                                 "lr:hierarchicalSubject, digiKam:TagsList; needs exiftool); embed, "
+                                                 "the same and IPTC Keywords inside the photo (a copy renamed over it; "
+                                                 "only this mode changes photos); or txt, a caption file photo.txt. "
+                                                 "Existing tags are kept; photos this bundle already tagged are skipped."),
+    backup: bool = typer.Option(False, "--backup", help="--write-tags embed: keep each changed photo's original "
+                                "as photo.jpg_original (exiftool's name)."),
+    retag: bool = typer.Option(False, "--retag", help="--write-tags: annotate and tag again the photos this bundle "
+                               "already tagged (skipped by default)."),
     sidecar: Sidecar = typer.Option(Sidecar.append, help="--write-tags xmp: append names the sidecar photo.jpg.xmp "
                                     "(darktable, digiKam), replace names it photo.xmp (Adobe Lightroom, Bridge)."),
     tag_root: str = typer.Option("corel-annotate", help="--write-tags xmp: the root of the hierarchical tags "
@@ -92,6 +100,7 @@ def infer(
     from ..jobs.attention_maps import write_attention_maps
     from ..jobs.records import InferOptions, RecordOutput
     from ..jobs.tags import TagOptions, TagWriter
+    from ..bundle.label_map import LabelMap
 
     if server is not None and ray is not None:
         fail("--server and --ray are two ways to run the job; choose one")
@@ -101,8 +110,12 @@ def infer(
         fail(f"{uris[0]}: a URI input needs --ray (Ray reads it); give a local path otherwise")
     if write_tags is not None and uris:
         fail(f"{uris[0]}: --write-tags writes beside local photos; give a local path")
+    if labels is not None and server is not None:
+        fail(f"--labels {labels}: a server applies its own label map; start it with corel-serve --labels {labels}")
     try:
-        tag_options = TagOptions(write_tags.value, tag_root, sidecar.value) if write_tags is not None else None
+        tag_options = TagOptions(write_tags.value, tag_root, sidecar.value, backup, retag) if write_tags is not None \
+            else None
+        label_map = LabelMap.read(labels) if labels is not None else None
     except ValueError as exc:
         fail(str(exc))
     files = _collect([p for p in paths if "://" not in p])
@@ -115,8 +128,6 @@ def infer(
     engine = ""
     tagger = None
     try:
-        if tag_options is not None:
-            tagger = TagWriter(tag_options)
         if server is not None:
             from ..jobs.triton_job import TritonJob
 
@@ -124,21 +135,30 @@ def infer(
         elif ray is not None:
             from ..jobs.ray_job import RayJob
 
-            job = RayJob.start(ray, Path(model), device.value, precision.value, workers)
+            job = RayJob.start(ray, Path(model), device.value, precision.value, workers, labels=label_map)
         else:
             from ..jobs.local import LocalJob
 
-            job = LocalJob.load(Path(model), device=device.value, threads=threads, precision=precision.value)
+            job = LocalJob.load(Path(model), device=device.value, threads=threads, precision=precision.value,
+                                labels=label_map)
         _check_job(job, beam_width, top_k, threshold, attention_maps, model)
+        if tag_options is not None:
+            tagger = TagWriter(tag_options, job.bundle_id, label_map.path if label_map is not None else None)
     except ValueError as exc:
         out.close()
-        if tagger is not None:
-            tagger.close()
+        if "job" in locals():
+            job.close()
         fail(str(exc))
     todo = out.todo(files)
     if out.resumed:
         have = f"{len(files) - len(todo)} of {len(files)}" if files else str(out.resumed)
         console.print(f"resuming: {have} images already have a record", highlight=False, markup=False)
+    if tagger is not None:
+        tagged = tagger.already_tagged(todo)
+        if tagged:
+            todo = [p for p in todo if p not in tagged]
+            console.print(f"skipped {len(tagged)} photos this bundle already tagged (--retag tags them again)",
+                          highlight=False, markup=False)
     try:
         with progress_bar(len(todo), progress and sys.stderr.isatty()) as bar:
             task = bar.add_task("annotating", total=len(todo) or None)

@@ -39,6 +39,9 @@ def serve_command(
     precision: Precision = typer.Option(Precision.auto, help=PRECISION_HELP),
     threads: int = typer.Option(0, help="Engine threads per instance (0: cores / instances)."),
     log_file: Optional[Path] = typer.Option(None, help="Write the Triton server's own log here (default: not kept)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="A label map (TOML or JSON; docs/tags.md) every "
+                                          "served bundle applies: display names, merges, exclusions, per-label "
+                                          "thresholds. The bundles are not changed."),
 ) -> None:
     """Serve bundles on Triton with dynamic batching. Clients send encoded photos (JPEG, PNG, ...) as a
     BYTES tensor "image" [1] per row, and optionally "beam_width" (sequence bundles) or "top_k" and
@@ -50,7 +53,8 @@ def serve_command(
     from ..serve.triton_server import check_ports_free, load_models, serve
 
     config = ServeConfig(host, http_port, grpc_port, metrics_port, max_batch, max_queue_delay_ms, instances,
-                         max_image_bytes, max_pixels, drain_timeout, device.value, precision.value, threads, log_file)
+                         max_image_bytes, max_pixels, drain_timeout, device.value, precision.value, threads, log_file,
+                         labels)
     try:
         config.check()
         check_ports_free(config)

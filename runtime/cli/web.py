@@ -20,19 +20,24 @@ def main(
     backend: str = typer.Option("webgpu,wasm", help="onnxruntime-web backends to try in order (webgpu where the "
                                 "browser has it, then wasm)."),
     photos: Optional[Path] = typer.Option(None, help="Also serve this folder's images under /photos/ (for scripts)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="A label map (TOML or JSON; docs/tags.md) the page "
+                                          "applies: display names, merges, exclusions, per-label thresholds."),
 ) -> None:
     """Serve a local page that verifies the bundle (schema, sha256 of every graph) and annotates photos you
     drop on it, in the browser, with onnxruntime-web: labels and scores, per-label attention heat maps for
-    attention bundles, the latency and backend of each photo. Binds 127.0.0.1 only; nothing is uploaded.
+    attention bundles, the latency and backend of each photo; the tags shown download as CSV or as XMP
+    sidecars in a zip. Binds 127.0.0.1 only; nothing is uploaded.
 
     Exit codes: 0 stopped (Ctrl-C or SIGTERM), 2 bad bundle, missing onnxruntime-web or port in use.
     """
     from ..bundle.manifest import load_manifest
+    from ..bundle.label_map import LabelMap
     from ..web.server import PageConfig, WebServer
 
     try:
         manifest = load_manifest(model)
-        server = WebServer(model, port, photos, PageConfig(threads=threads, backends=backend))
+        label_map = LabelMap.read(labels).bind(manifest.vocabulary, manifest.kind) if labels is not None else None
+        server = WebServer(model, port, photos, PageConfig(threads=threads, backends=backend), labels=label_map)
     except (ValueError, OSError) as exc:
         fail(str(exc))
     def stop(_signum, _frame) -> None:

@@ -26,6 +26,11 @@ class Job(Protocol):
     @property
     def engine(self) -> str: ...
 
+    @property
+    def bundle_id(self) -> Optional[str]:
+        """The bundle's identity (its manifest's digest), or None where the job cannot see the manifest."""
+        ...
+
     def check_overrides(self, beam_width: Optional[int] = None, top_k: Optional[int] = None,
                         threshold: Optional[float] = None) -> None:
         """Refuse options the bundle cannot honour, before any image is read (ValueError)."""

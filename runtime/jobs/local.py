@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Collection, Iterator, Sequence
+from typing import Collection, Iterator, Optional, Sequence
 
 from ..annotator import Annotator
 from ..bundle.facts import BundleFacts
+from ..bundle.label_map import LabelMap
 from ..photos import prefetch_batches
 from .records import InferOptions, Produced, error_record, ok_record
 
@@ -20,9 +21,10 @@ class LocalJob(BundleFacts):
         self.manifest = annotator.manifest
 
     @classmethod
-    def load(cls, bundle: Path, device: str = "auto", threads: int = 0, precision: str = "auto") -> "LocalJob":
-        """Verify and open ``bundle`` (ValueError naming the problem)."""
-        return cls(Annotator.load(bundle, device=device, threads=threads, precision=precision))
+    def load(cls, bundle: Path, device: str = "auto", threads: int = 0, precision: str = "auto",
+             labels: Optional[LabelMap] = None) -> "LocalJob":
+        """Verify and open ``bundle`` (ValueError naming the problem); ``labels``: a run-time label map."""
+        return cls(Annotator.load(bundle, device=device, threads=threads, precision=precision, labels=labels))
 
     @property
     def engine(self) -> str:

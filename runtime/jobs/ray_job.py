@@ -27,6 +27,7 @@ from ..bundle.facts import BundleFacts
 from .records import InferOptions, Produced, error_record, ok_record
 from ..photos import IMAGE_SUFFIXES, load_batch
 from ..bundle.manifest import MANIFEST, BundleManifest, load_manifest
+from ..bundle.label_map import LabelMap
 from ..preprocessing import display_path
 from ..reasons import one_line
 
@@ -107,7 +108,8 @@ class BatchAnnotator:
     """The Ray Data actor: one Annotator, annotating batches of ``path`` (read here) or ``path`` and
     ``bytes`` rows into ``record`` (JSON text) and ``alphas`` (pickled attention weights or empty)."""
 
-    def __init__(self, shipped: list, device: str, precision: str, threads: int, options: InferOptions) -> None:
+    def __init__(self, shipped: list, device: str, precision: str, threads: int, options: InferOptions,
+                 labels: Optional[LabelMap] = None) -> None:
         import ray
 
         from ..annotator import Annotator
@@ -116,7 +118,8 @@ class BatchAnnotator:
         folder = bundle.unpack(Path(tempfile.gettempdir()) / "corel-bundles")
         # Several actors share a node: unpinned engine threads, or OpenVINO pins every actor to the same
         # cores (measured: two one-thread actors on 2 cores each got half a core).
-        self.annotator = Annotator.load(folder, device=device, threads=threads, precision=precision, pin_threads=False)
+        self.annotator = Annotator.load(folder, device=device, threads=threads, precision=precision, pin_threads=False,
+                                        labels=labels)
         self.options, self.threads = options, threads
         self.pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None   # photo decoding
         self.kwargs = options.decoding_kwargs(self.annotator.manifest.is_sequence)
@@ -233,18 +236,20 @@ class RayJob(BundleFacts):
     """``corel-infer --ray``: Ray started or joined, the bundle verified and in the object store."""
 
     def __init__(self, address: str, bundle: Path, manifest: BundleManifest, device: str, precision: str,
-                 sizing: Sizing, shipped: Any, owns_ray: bool) -> None:
-        self.address, self.bundle, self.manifest = address, bundle, manifest
+                 sizing: Sizing, shipped: Any, owns_ray: bool, labels: Optional[LabelMap] = None) -> None:
+        self.address, self.bundle, self.manifest, self.labels = address, bundle, manifest, labels
         self.device, self.precision, self.sizing = device, precision, sizing
         self._shipped, self._owns_ray = shipped, owns_ray
 
     @classmethod
     def start(cls, address: str, bundle: Path, device: str = "auto", precision: str = "auto",
-              workers: int = 0) -> "RayJob":
+              workers: int = 0, labels: Optional[LabelMap] = None) -> "RayJob":
         """Verify ``bundle`` here (ValueError naming the problem), connect to Ray, put the bundle's files in
         the object store and size the actor pool.  ``auto`` device and precision are settled here, so
-        every worker computes alike."""
+        every worker computes alike.  ``labels``: the run-time label map every worker applies."""
         manifest = load_manifest(bundle, verify=True)
+        if labels is not None:
+            labels.bind(manifest.vocabulary, manifest.kind)
         device, precision = settle_engine(device, precision)
         if workers < 0:
             raise ValueError(f"--workers {workers}: give a positive number of actors, or 0 for one per CPU")
@@ -259,7 +264,7 @@ class RayJob(BundleFacts):
                 ray.shutdown()
             raise
         _quiet_data()
-        return cls(address, bundle, manifest, device, precision, sizing, shipped, owns)
+        return cls(address, bundle, manifest, device, precision, sizing, shipped, owns, labels)
 
     @property
     def engine(self) -> str:
@@ -293,7 +298,8 @@ class RayJob(BundleFacts):
         pool = ray.data.ActorPoolStrategy(size=s.workers, max_tasks_in_flight_per_actor=TASKS_IN_FLIGHT)
         out = ds.map_batches(BatchAnnotator, batch_size=options.batch_size, batch_format="numpy", compute=pool,
                              num_cpus=s.actor_cpus,
-                             fn_constructor_args=([self._shipped], self.device, self.precision, s.threads, options))
+                             fn_constructor_args=([self._shipped], self.device, self.precision, s.threads, options,
+                                                  self.labels))
         try:
             for row in out.iter_rows():
                 record = json.loads(row["record"])

@@ -106,6 +106,11 @@ class TritonJob:
     def engine(self) -> str:
         return f"{self.model} on {self.url}"
 
+    @property
+    def bundle_id(self) -> None:
+        """The server does not hand out its manifest: tags written from it are not skipped by bundle."""
+        return None
+
     def decoding_config(self, beam_width: Optional[int] = None) -> None:
         """Beam widths are checked against the bundle's rules on the server; here only the sign."""
         if beam_width is not None and beam_width < 1:

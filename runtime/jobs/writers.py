@@ -30,8 +30,9 @@ class ResultWriter:
         elif self.fmt == "json":
             self.stream.write(("," if self.count else "") + "\n " + json.dumps(record, ensure_ascii=False))
         else:
-            self._csv.writerow([record["image"], record["status"], " ".join(record.get("labels", [])),
-                                " ".join(f"{s:.6f}" for s in record.get("scores", [])), record.get("error", "")])
+            # ";" between labels: a label map's display names may hold spaces
+            self._csv.writerow([record["image"], record["status"], ";".join(record.get("labels", [])),
+                                ";".join(f"{s:.6f}" for s in record.get("scores", [])), record.get("error", "")])
         self.count += 1
         self.stream.flush()
 

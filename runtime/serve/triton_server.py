@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..annotator import Annotator
+from ..bundle.label_map import LabelMap
 from ..preprocessing import MAX_PIXELS
 from .tensors import MAX_IMAGE_BYTES, TensorDecl
 from .triton_model import BundleModel
@@ -41,6 +42,8 @@ class ServeConfig:
     precision: str = "auto"
     threads: int = 0
     log_file: Optional[Path] = None
+    labels: Optional[Path] = None
+    """A run-time label map every served bundle applies (``--labels``)."""
 
     def check(self) -> None:
         if self.max_batch < 1:
@@ -110,13 +113,14 @@ def load_models(specs: list[str], config: ServeConfig, log: Callable[[str], None
     served: list[ServedModel] = []
     taken: set[str] = set()
     threads = config.threads or max(1, (os.cpu_count() or 1) // config.instances)
+    labels = LabelMap.read(config.labels) if config.labels is not None else None
     for spec in specs:
         name, bundle = model_name(spec, taken)
         taken.add(name)
         model = ServedModel(name, bundle)
         for _ in range(config.instances):
             annotator = Annotator.load(bundle, device=config.device, threads=threads, precision=config.precision,
-                                       pin_threads=config.instances == 1)
+                                       pin_threads=config.instances == 1, labels=labels)
             instance = BundleModel(annotator, name, config.max_image_bytes, config.max_pixels,
                                    decode_threads=max(1, (os.cpu_count() or 1) // config.instances))
             instance.warm_up()

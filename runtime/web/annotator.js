@@ -139,16 +139,19 @@ export class Annotator {
   labelsFromScores(probs, count, { topK = null, threshold = null } = {}) {
     const sc = this.manifest.scoring, V = this.vocabulary.length;
     const k = topK ?? sc.top_k;
-    const thr = Float32Array.from({ length: V }, (_, j) => threshold ?? sc.thresholds[j]);
+    let thr = Float32Array.from({ length: V }, (_, j) => threshold ?? sc.thresholds[j]);
+    const map = this.labelMap, excluded = map ? map.excluded(this.vocabulary) : null;
+    if (map) thr = map.thresholds(this.vocabulary, thr);   // its own thresholds; excluded labels never reach theirs
     const out = [];
     for (let i = 0; i < count; i++) {
-      const row = probs.subarray(i * V, (i + 1) * V);
+      const scores = probs.subarray(i * V, (i + 1) * V);
+      const row = excluded ? scores.map((p, j) => (excluded[j] ? -1 : p)) : scores;
       const rel = Float64Array.from(thr, (t, j) => (t > 0 ? row[j] / t : Infinity));
       const order = [...Array(V).keys()].sort((a, b) => (rel[b] - rel[a]) || (thr[a] - thr[b]) || (a - b));
       let ids = order.filter((j) => row[j] >= thr[j]);
       if (k) ids = ids.slice(0, k);
       if (ids.length < sc.min_labels) ids = order.slice(0, sc.min_labels);
-      out.push({ labels: ids.map((j) => this.vocabulary[j]), label_ids: ids, scores: ids.map((j) => row[j]), attention: [] });
+      out.push(this.mapped({ labels: ids.map((j) => this.vocabulary[j]), label_ids: ids, scores: ids.map((j) => scores[j]), attention: [] }));
     }
     return out;
   }
@@ -198,10 +201,15 @@ export class Annotator {
     const config = this.decodingConfig({ beam_width: beamWidth });
     const mix = this.runMemory ? { scores: encoded[this.memory.scores_output].data, weight: this.memory.weight } : null;
     const results = await decode((t, s) => this.step(t, s, mix), this.startState(encoded), config, this.vocabulary.length, `${this.url}decoder_step`);
-    return results.map((r) => ({
+    return results.map((r) => this.mapped({
       labels: r.labels.map((j) => this.vocabulary[j]), label_ids: r.labels, scores: r.scores,
       attention: r.alphas.slice(0, r.labels.length).map((a) => Array.from(a)),
     }));
+  }
+
+  /** An annotation with the run-time label map (``labelMap``, set by the page from corel-web --labels) applied. */
+  mapped(annotation) {
+    return this.labelMap ? this.labelMap.apply(annotation) : annotation;
   }
 
   /** One photo file to its annotation, with the time it took. Errors name the photo. */

@@ -1,5 +1,7 @@
 // The page: verifies the bundle, then annotates dropped or chosen photos in this browser.
 import { Annotator } from "./annotator.js";
+import { download, toCsv, toXmpZip } from "./export.js";
+import { LabelMap } from "./labels.js";
 
 const statusEl = document.getElementById("status");
 const results = document.getElementById("results");
@@ -23,6 +25,7 @@ async function start() {
   ort.env.wasm.numThreads = crossOriginIsolated ? (threads || Math.min(navigator.hardwareConcurrency || 1, 4)) : 1;
   try {
     const annotator = await Annotator.load(ort, config.bundle, { schemaUrl: config.schema, backends });
+    annotator.labelMap = await LabelMap.load(config.labels);
     const ms = performance.now();  // since navigation started: page, bundle fetched and verified, sessions created
     const m = annotator.manifest;
     setStatus(`ready: ${m.source.method || m.kind} bundle (${m.kind}, ${m.precision}, ${m.vocabulary.length} labels) on ${annotator.backend}; page ready in ${ms.toFixed(0)} ms (bundle ${(ms - started).toFixed(0)} ms)`, "ready");
@@ -107,18 +110,37 @@ function fail(view, message) {
 }
 
 const ready = start();
+const shown = [];   // what the page shows, in order: what the export buttons write
 
 async function annotateFiles(files) {
   const { annotator } = await ready;
   for (const file of files) {
     const view = card(file);
     try {
-      show(view, await annotator.annotateBlob(file, file.name), annotator.backend);
+      const annotation = await annotator.annotateBlob(file, file.name);
+      show(view, annotation, annotator.backend);
+      shown.push({ image: file.name, labels: annotation.labels, scores: annotation.scores });
     } catch (e) {
-      fail(view, unreadable(file.name) || e.message);
+      const message = unreadable(file.name) || e.message;
+      fail(view, message);
+      shown.push({ image: file.name, error: message });
     }
+    document.getElementById("exports").hidden = false;
   }
 }
+
+async function exportCsv() {
+  download(toCsv(shown), "corel-annotate.csv", "text/csv");
+}
+
+async function exportXmp() {
+  const { annotator } = await ready;
+  const map = annotator.labelMap;
+  download(toXmpZip(shown, map ? (name) => map.path(name) : undefined), "corel-annotate-xmp.zip", "application/zip");
+}
+
+document.getElementById("export-csv").addEventListener("click", exportCsv);
+document.getElementById("export-xmp").addEventListener("click", exportXmp);
 
 /** Formats browsers do not decode, said as such (other formats fail with the browser's own reason). */
 function unreadable(name) {

@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Optional
 from urllib.parse import unquote, urlsplit
 
 from ..bundle.manifest import SCHEMA_FILE
+from ..bundle.label_map import LabelMap
 
 WEB_DIR = Path(__file__).resolve().parent
 VENDOR_DIR = WEB_DIR / "vendor"
 PAGE_SUFFIXES = (".html", ".js", ".css")
 SCHEMA = SCHEMA_FILE
 ORT_FILES = ("ort.min.mjs", "ort-wasm-simd-threaded.jsep.mjs", "ort-wasm-simd-threaded.jsep.wasm",
-             "ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+             "ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm", "fflate.mjs")
 """The onnxruntime-web files the page loads (copied from the npm package by ``make web``): the build with
 WebGPU, and the smaller WebAssembly-only build used when the browser offers no WebGPU adapter."""
 
@@ -42,6 +44,8 @@ class PageConfig:
     wasm_paths: str = "/vendor/"
     threads: int = 0
     backends: str = "webgpu,wasm"
+    labels: Optional[str] = None
+    """``/labels.json`` when the page applies a run-time label map (``corel-web --labels``)."""
 
 
 def check_vendor(vendor: Path = VENDOR_DIR) -> None:
@@ -55,6 +59,7 @@ def check_vendor(vendor: Path = VENDOR_DIR) -> None:
 class _Handler(SimpleHTTPRequestHandler):
     routes: dict[str, Path] = {}
     config: bytes = b"{}"
+    labels: bytes = b""
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         pass
@@ -84,6 +89,8 @@ class _Handler(SimpleHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         if urlsplit(self.path).path == "/config.json":
             return self._send(self.config, "application/json")
+        if urlsplit(self.path).path == "/labels.json" and self.labels:
+            return self._send(self.labels, "application/json")
         target = self._resolve()
         if target is None:
             return self.send_error(HTTPStatus.NOT_FOUND)
@@ -105,13 +112,17 @@ class WebServer:
     ``/photos/`` for scripted runs (tests, ``corel-bench browser``).  Use as a context manager."""
 
     def __init__(self, bundle: str | Path, port: int = 0, photos: str | Path | None = None,
-                 config: PageConfig | None = None, vendor: Path = VENDOR_DIR) -> None:
+                 config: PageConfig | None = None, vendor: Path = VENDOR_DIR,
+                 labels: LabelMap | None = None) -> None:
         check_vendor(vendor)
+        config = config or PageConfig()
+        if labels is not None:
+            config = replace(config, labels="/labels.json")
         routes = {"/web/": WEB_DIR, "/vendor/": vendor.resolve(), "/bundle/": Path(bundle).resolve()}
         if photos is not None:
             routes["/photos/"] = Path(photos).resolve()
-        handler = type("Handler", (_Handler,), {"routes": routes,
-                                                "config": json.dumps(asdict(config or PageConfig())).encode()})
+        handler = type("Handler", (_Handler,), {"routes": routes, "config": json.dumps(asdict(config)).encode(),
+                                                "labels": json.dumps(labels.to_dict()).encode() if labels else b""})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
