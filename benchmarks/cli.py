@@ -300,7 +300,8 @@ def tags_cmd(
     out_dir: Path = typer.Option(Path("bench-out/tags"), help="Results (tags.json/.md)."),
 ) -> None:
     """Tags per second: XMP sidecars written with exiftool (one stay-open process, as corel-infer
-    --write-tags does) and with pyexiv2, each read back by the other library; txt captions for scale.
+    --write-tags does) and with pyexiv2, each read back by the other library; tags embedded in the photos
+    (IPTC + XMP), read back by pyexiv2; txt captions for scale.
 
     Exit codes: 0 done, 2 bad input."""
     from .tags import run_tags, write
