@@ -122,7 +122,9 @@ def latency(
     torch.set_num_threads(threads or torch.get_num_threads())
     console.print("measuring the float32 matmul peak", highlight=False, markup=False)
     hardware = matmul_peak(threads)
-    result = {"checkpoint": str(checkpoint), "method": cfg.model.method, "backbone": cfg.model.backbone,
+    from .hardware import machine
+
+    result = {"machine": machine(), "checkpoint": str(checkpoint), "method": cfg.model.method, "backbone": cfg.model.backbone,
               "image_size": preprocess.image_size, "cpu_count": cpu_count(), "threads": threads,
               "torch_threads": torch.get_num_threads(), "hardware": hardware,
               "encoder_gflops": graph_flops(bundles.get("fp32", next(iter(bundles.values()))) / "encoder.onnx") / 1e9,
@@ -146,6 +148,9 @@ def latency(
                 name = f"openvino-{p}" + ("" if p != "fp32" or ep == "fp32" else f"-{ep}")
                 variants.append(RuntimeVariant(name.replace("fp32-bf16", "bf16"), b, device="openvino",
                                                threads=threads, precision=ep))
+                if p == "fp32" and variants[-1].is_sequence:   # the step on OpenVINO too: the choice, side by side
+                    variants.append(RuntimeVariant(variants[-1].name + "-openvino-step", b, device="openvino",
+                                                   threads=threads, precision=ep, step_device="openvino"))
     if camera and "fp32" in bundles:
         variants.append(RuntimeVariant("runtime-fp32-full-decode", bundles["fp32"], threads=threads, decode="full"))
     console.print("timing the stages of one photo (decode, resize, encoder, decoder)", highlight=False, markup=False)

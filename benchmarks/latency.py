@@ -64,11 +64,12 @@ class RuntimeVariant:
     path before draft decoding existed)."""
 
     def __init__(self, name: str, bundle: Path, device: str = "cpu", threads: int = 0, decode: str | None = None,
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", step_device: str = "auto") -> None:
         from dataclasses import replace
 
         self.name = name
-        self.annotator = Annotator.load(bundle, device=device, threads=threads, precision=precision)
+        self.annotator = Annotator.load(bundle, device=device, threads=threads, precision=precision,
+                                        step_device=step_device)
         if decode:
             self.annotator.preprocess_config = replace(self.annotator.preprocess_config, decode=decode)
         self.config = self.annotator.preprocess_config

@@ -16,7 +16,10 @@ def markdown(result: dict) -> str:
     hw = result["hardware"]
     lines = [
         f"Checkpoint `{result['checkpoint']}` ({result['method']}, {result['backbone']}, {result['image_size']} px); "
-        f"{result['cpu_count']} CPU cores, runtime threads {result['threads'] or 'default'}, "
+        f"{result['cpu_count']} CPU cores"
+        + (f" ({result['machine'].get('cpu', '?')}, ISA {', '.join(result['machine'].get('isa', [])) or 'baseline'})"
+           if "machine" in result else "")
+        + f", runtime threads {result['threads'] or 'default'}, "
         f"PyTorch threads {result['torch_threads']}.",
         f"Encoder: {result['encoder_gflops']:.3f} GFLOP per image. Measured float32 matmul peak: "
         f"{hw['peak_gflops']:.1f} GFLOP/s (numpy {hw['numpy_gflops']:.1f}, onnxruntime {hw['onnxruntime_gflops']:.1f})"

@@ -66,7 +66,7 @@ class Annotator(BundleFacts):
     @classmethod
     def load(cls, bundle: str | Path, device: str = "cpu", threads: int = 0, spinning: bool = False,
              precision: str = "fp32", pin_threads: bool = True,
-             labels: LabelMap | str | Path | None = None) -> "Annotator":
+             labels: LabelMap | str | Path | None = None, step_device: str = "auto") -> "Annotator":
         """Verify the bundle (sha256 of every file, paths inside the bundle, graph interfaces), then open sessions.
 
         ``device="tensorrt"`` runs the bundle's TensorRT engines when it has them, else onnxruntime's
@@ -80,7 +80,12 @@ class Annotator(BundleFacts):
         ``device="auto"``/``precision="auto"`` pick the fastest engine within the accuracy budget (the
         CLIs' default; see ``openvino_session.resolve_engine``); :attr:`engine` says which ran.
         ``labels``: a run-time :class:`~.label_map.LabelMap` (or its file) for the names, merges,
-        exclusions and per-label thresholds of every result; the bundle is not changed."""
+        exclusions and per-label thresholds of every result; the bundle is not changed.
+        ``step_device``: where a sequence bundle's decoder step runs when ``device="openvino"``: ``auto``
+        (onnxruntime: one step at batch 1 is per-call overhead, measured 0.95 ms in onnxruntime against
+        1.9 ms in OpenVINO on a 2-core AVX2 CPU, docs/performance.md) or ``openvino``."""
+        if step_device not in ("auto", "openvino", "onnxruntime"):
+            raise ValueError(f"step_device {step_device!r}: choose auto, openvino or onnxruntime")
         bundle = Path(bundle)
         manifest = load_manifest(bundle, verify=True)
         if isinstance(labels, (str, Path)):
@@ -92,6 +97,8 @@ class Annotator(BundleFacts):
             from .engines.openvino_session import OpenVINOSession
 
             sessions = {name: OpenVINOSession(safe_member(bundle, spec.file), spec, precision, threads, pin_threads)
+                        if name != "decoder_step" or step_device == "openvino" else
+                        create_session(safe_member(bundle, spec.file), spec, "cpu", threads, spinning)
                         for name, spec in manifest.graphs.items()}
         elif device == "tensorrt" and manifest.engines:
             from .engines.tensorrt_engine import TensorRTSession

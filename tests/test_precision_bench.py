@@ -106,7 +106,8 @@ def test_corel_bench_latency_writes_table_chart_and_json(bundles, synth_data, tm
     from corel_annotate.runtime.engines.openvino_session import cpu_precisions
 
     measured = {(r["variant"], r["batch"]) for r in data["rows"] if not r.get("note")}
-    openvino = ["openvino-fp32", "openvino-int8"] + (["openvino-bf16"] if "bf16" in cpu_precisions() else [])
+    openvino = ["openvino-fp32", "openvino-fp32-openvino-step", "openvino-int8"] + \
+        (["openvino-bf16", "openvino-bf16-openvino-step"] if "bf16" in cpu_precisions() else [])
     assert measured == {(v, b) for v in ["pytorch-eager", "runtime-fp32", "runtime-int8", *openvino] for b in (1, 2)}
     assert any(r["variant"] == "tensorrt" for r in data["rows"])
     for row in data["rows"]:
@@ -114,6 +115,7 @@ def test_corel_bench_latency_writes_table_chart_and_json(bundles, synth_data, tm
             assert set(row["end_to_end_ms"]) == {"greedy", "beam3"}
             assert 0 < row["encoder_ms"]["p10"] <= row["encoder_ms"]["median"] <= row["encoder_ms"]["p90"]
     assert data["hardware"]["peak_gflops"] > 0 and data["encoder_gflops"] > 0
+    assert data["machine"]["cores"] >= 1 and "ISA" in (out / "latency.md").read_text().splitlines()[0]
     assert 0 < data["infer"]["fraction_of_encoder_bound"]
     table = (out / "latency.md").read_text()
     assert "| runtime-int8 | 2 |" in table and "% of peak" in table

@@ -163,3 +163,19 @@ def test_actors_leave_cpu_for_reading_and_fit_a_node():
     assert Sizing.for_cluster(2.0, 0, 2.0).workers == 2 and Sizing.for_cluster(2.0, 1, 2.0).threads == 2
     big = Sizing.for_cluster(64.0, 1, 8.0)
     assert big.actor_cpus <= 8.0 and big.threads == 8
+
+
+def test_ray_workers_apply_the_label_map(ray_local, bundles, photos, tmp_path):
+    """--labels on Ray: every actor applies the same map as the in-process run."""
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"labels": {"sky": "blue sky", "tree": "plants", "grass": "plants",
+                                             "people": {"exclude": True}, "water": {"threshold": 0.0}}}))
+    bundle = bundles["ml-gcn"][1]
+    local, remote = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
+    assert _infer(photos, "-m", bundle, "-o", local, "--device", "cpu", "--labels", labels).exit_code == 1
+    result = _infer(photos, "-m", bundle, "-o", remote, "--device", "cpu", "--labels", labels, "--ray")
+    assert result.exit_code == 1, result.output
+    got = _records(remote)
+    _assert_same(got, _records(local))
+    ok = [r for r in got.values() if r["status"] == "ok"]
+    assert all("water" in r["labels"] and "people" not in r["labels"] for r in ok)
