@@ -64,6 +64,9 @@ def latency(
     accuracy: bool = typer.Option(True, "--accuracy/--no-accuracy", help="corel-eval every bundle on the test split."),
     openvino: bool = typer.Option(True, "--openvino/--no-openvino", help="Also run every bundle on OpenVINO (fp32, "
                                   "and bf16 where the CPU has it) when it is installed."),
+    float_input: bool = typer.Option(True, "--float-input/--no-float-input", help="Also time the fp32 bundle "
+                                     "exported with the normalised float32 input of format 3 (corel-export "
+                                     "--input-dtype float32), on onnxruntime and OpenVINO: pixel input, side by side."),
     photo_size: str = typer.Option("native", help="Photo size for the end-to-end rows: native (the data set's "
                                    "photos) or WIDTHxHEIGHT (the test photos upscaled to a camera's size and "
                                    "saved as quality-92 JPEGs, e.g. 4032x3024); with a camera size the fp32 bundle "
@@ -80,7 +83,7 @@ def latency(
     from corel_annotate.runtime.evaluation.runner import evaluate_bundle
 
     from .flops import graph_flops, matmul_peak
-    from .latency import (RuntimeVariant, TorchVariant, bench_variants, camera_photos, cpu_count, decode_jpeg,
+    from .latency import (RuntimeVariant, TorchVariant, bench_variants, camera_photos, cpu_count,
                           infer_throughput, stage_times)
     from .report import write
     from .tensorrt_rows import tensorrt_rows
@@ -112,13 +115,17 @@ def latency(
         paths = camera_photos(paths, camera, out_dir / f"photos-{camera[0]}x{camera[1]}")
     jpegs = [p.read_bytes() for p in paths]
     preprocess = cfg.preprocess
-    arrays = np.stack([decode_jpeg(j, preprocess) for j in jpegs])
     bundles = {}
     for precision in [p.strip() for p in precisions.split(",") if p.strip()]:
         target = out_dir / f"{checkpoint.stem}.{precision}.bundle"
         console.print(f"exporting {precision} bundle {target}", highlight=False, markup=False)
         export_bundle(checkpoint, target, precision=precision, force=True, log=lambda _m: None)
         bundles[precision] = target
+    float_bundle = None
+    if float_input and "fp32" in bundles:
+        float_bundle = out_dir / f"{checkpoint.stem}.fp32-float-input.bundle"
+        console.print(f"exporting fp32 bundle with float32 input {float_bundle}", highlight=False, markup=False)
+        export_bundle(checkpoint, float_bundle, force=True, input_dtype="float32", log=lambda _m: None)
     torch.set_num_threads(threads or torch.get_num_threads())
     console.print("measuring the float32 matmul peak", highlight=False, markup=False)
     hardware = matmul_peak(threads)
@@ -135,6 +142,8 @@ def latency(
     if torch_eager:
         variants.append(TorchVariant(checkpoint, threads))
     variants += [RuntimeVariant(f"runtime-{p}", b, threads=threads) for p, b in bundles.items()]
+    if float_bundle:
+        variants.append(RuntimeVariant("runtime-fp32-float-input", float_bundle, threads=threads))
     if openvino:
         try:
             from corel_annotate.runtime.engines.openvino_session import cpu_precisions
@@ -151,13 +160,16 @@ def latency(
                 if p == "fp32" and variants[-1].is_sequence:   # the step on OpenVINO too: the choice, side by side
                     variants.append(RuntimeVariant(variants[-1].name + "-openvino-step", b, device="openvino",
                                                    threads=threads, precision=ep, step_device="openvino"))
+                if p == "fp32" and float_bundle:   # the same engine on the normalised float32 input
+                    variants.append(RuntimeVariant(name.replace("fp32-bf16", "bf16") + "-float-input", float_bundle,
+                                                   device="openvino", threads=threads, precision=ep))
     if camera and "fp32" in bundles:
         variants.append(RuntimeVariant("runtime-fp32-full-decode", bundles["fp32"], threads=threads, decode="full"))
     console.print("timing the stages of one photo (decode, resize, encoder, decoder)", highlight=False, markup=False)
     result["stages"] = {v.name: stage_times(v, jpegs[:16]) for v in variants if isinstance(v, RuntimeVariant)}
-    result["rows"] += [r.to_dict() for r in bench_variants(variants, arrays, jpegs, batch_list, beam_list, repeats,
-                                                           warmup, threads, log, rounds)]
-    result["rows"] += tensorrt_rows(checkpoint, out_dir, arrays, jpegs, batch_list, beam_list, repeats, warmup, log)
+    result["rows"] += [r.to_dict() for r in bench_variants(variants, jpegs, batch_list, beam_list, repeats,
+                                                           warmup, threads, log, rounds, paths)]
+    result["rows"] += tensorrt_rows(checkpoint, out_dir, jpegs, batch_list, beam_list, repeats, warmup, log)
     if "fp32" in bundles:
         fp32_rows = [r for r in result["rows"] if r["variant"] == "runtime-fp32"]
         best = min(fp32_rows, key=lambda r: r["encoder_ms"]["median"])
@@ -485,6 +497,32 @@ def browser_cmd(
     for path in write_tables(result.to_dict(), out_dir, "browser", result.command,
                              lambda d, _c: markdown(result)):
         log(f"wrote {path}")
+
+
+@app.command("step")
+def step_cmd(
+    model: Path = typer.Option(..., "--model", "-m", help="A sequence bundle."),
+    photo: Path = typer.Option(..., help="A photo whose first decoder step is timed."),
+    calls: int = typer.Option(300, help="Calls per round."),
+    rounds: int = typer.Option(5, help="Rounds; the median round counts."),
+    out_dir: Path = typer.Option(Path("bench-out/step"), help="Where step.json and step.md go."),
+    stem: str = typer.Option("step", help="File name stem of the results."),
+) -> None:
+    """The ways to run one decoder step at batch 1, side by side: onnxruntime, OpenVINO, OpenVINO's stateful
+    form (state inside the request, constants bound once), the int8 step; and the search's own cost per step.
+
+    Exit codes: 0 done, 2 bad input (a scores bundle, a missing photo)."""
+    from .accuracy import write_tables
+    from .step_options import markdown, step_options
+
+    try:
+        result = step_options(model, photo, calls, rounds)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2)
+    result["command"] = _command("step")
+    for path in write_tables(result, out_dir, stem, result["command"], markdown):
+        console.print(f"wrote {path}", highlight=False, markup=False)
 
 
 @app.command("serve")

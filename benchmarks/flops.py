@@ -29,7 +29,8 @@ def graph_flops(path: str | Path, batch: int = 1) -> float:
     feed = {}
     for inp in session.get_inputs():
         shape = [batch if not isinstance(d, int) else d for d in inp.shape]
-        feed[inp.name] = np.zeros(shape, dtype=np.int64 if "int64" in inp.type else np.float32)
+        dtype = {"tensor(int64)": np.int64, "tensor(uint8)": np.uint8}.get(inp.type, np.float32)
+        feed[inp.name] = np.zeros(shape, dtype=dtype)
     names = [o.name for o in session.get_outputs()]
     shapes = dict(zip(names, (list(v.shape) for v in session.run(names, feed))))
     shapes.update(weights)

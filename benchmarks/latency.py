@@ -52,6 +52,7 @@ class Row:
     threads: int
     encoder_ms: Timing | None = None
     step_ms: Timing | None = None
+    api_ms: Timing | None = None
     end_to_end_ms: dict[str, Timing] = field(default_factory=dict)
     note: str = ""
 
@@ -75,6 +76,10 @@ class RuntimeVariant:
         self.config = self.annotator.preprocess_config
         self.is_sequence = self.annotator.manifest.is_sequence
 
+    def prepare(self, jpegs: Sequence[bytes]) -> np.ndarray:
+        """The photos as this bundle's encoder takes them (uint8 pixels or the normalised float32 tensor)."""
+        return np.stack([decode_jpeg(j, self.config) for j in jpegs])
+
     def encoder(self, batch: np.ndarray) -> Callable[[], object]:
         return lambda: self.annotator.encode(batch)
 
@@ -84,6 +89,13 @@ class RuntimeVariant:
         state = self.annotator.start_state(self.annotator.encode(batch))
         tokens = np.full(batch.shape[0], self.annotator.manifest.sequence.start_id, dtype=np.int64)
         return lambda: self.annotator.step(tokens, state)
+
+    def api(self, paths: Sequence[Path]) -> Callable[[], object]:
+        """The public API as a user's own loop calls it: ``Annotator.annotate([path], batch_size=1)``,
+        greedy, the next photo at each call."""
+        options = {"beam_width": 1} if self.is_sequence else {}
+        turn = iter(range(1 << 62))
+        return lambda: self.annotator.annotate([paths[next(turn) % len(paths)]], batch_size=1, **options)
 
     def end_to_end(self, jpegs: list[bytes], beam: int) -> Callable[[], object]:
         def run():
@@ -109,6 +121,10 @@ class TorchVariant:
         self.model, self.cfg = model_from_checkpoint(checkpoint)
         self.config = self.cfg.preprocess
         self.is_sequence = self.model.is_sequence
+
+    def prepare(self, jpegs: Sequence[bytes]) -> np.ndarray:
+        """The photos normalised as in training."""
+        return np.stack([decode_jpeg(j, self.config) for j in jpegs])
 
     def encoder(self, batch: np.ndarray) -> Callable[[], object]:
         x = self.torch.from_numpy(batch)
@@ -143,25 +159,29 @@ class TorchVariant:
         return run
 
 
-def bench_variants(variants: list, images: np.ndarray, jpegs: list[bytes], batch_sizes: Sequence[int],
+def bench_variants(variants: list, jpegs: list[bytes], batch_sizes: Sequence[int],
                    beams: Sequence[int], repeats: int, warmup: int, threads: int, log: Callable[[str], None],
-                   rounds: int = 3) -> list[Row]:
+                   rounds: int = 3, paths: Sequence[Path] = ()) -> list[Row]:
     """Every measurement for every variant, interleaved: each round times each variant in turn
     (``warmup`` untimed calls, then ``repeats`` timed ones), so a slow spell of the machine falls on
     all variants alike; a short pause between jobs lets the previous engine's spinning threads go
-    idle.  Per-image figures are per-call figures divided by the batch."""
+    idle.  Per-image figures are per-call figures divided by the batch; each variant's encoder and step
+    get the photos as its own bundle takes them (``prepare``).  With ``paths``, batch 1 also times
+    ``Annotator.annotate`` called once per photo file (``api_ms``)."""
     rows = []
     for b in batch_sizes:
-        batch = images[np.arange(b) % len(images)]
         chunk = [jpegs[i % len(jpegs)] for i in range(b)]
         jobs: dict[tuple[str, str], Callable[[], object]] = {}
         for v in variants:
+            batch = v.prepare(chunk)
             jobs[(v.name, "encoder")] = v.encoder(batch)
             step = v.step(batch)
             if step is not None:
                 jobs[(v.name, "step")] = step
             for beam in (beams if v.is_sequence else (1,)):
                 jobs[(v.name, "greedy" if beam == 1 else f"beam{beam}")] = v.end_to_end(chunk, beam)
+            if b == 1 and paths and hasattr(v, "api"):
+                jobs[(v.name, "api")] = v.api(paths)
         samples: dict[tuple[str, str], list[float]] = {k: [] for k in jobs}
         for _ in range(rounds):
             for key, fn in jobs.items():
@@ -177,11 +197,14 @@ def bench_variants(variants: list, images: np.ndarray, jpegs: list[bytes], batch
             row.encoder_ms = _per_image(Timing.of(samples[(v.name, "encoder")]), b)
             if (v.name, "step") in samples:
                 row.step_ms = _scale(Timing.of(samples[(v.name, "step")]), 1000.0)
+            if (v.name, "api") in samples:
+                row.api_ms = _scale(Timing.of(samples[(v.name, "api")]), 1000.0)
             for (name, kind), values in samples.items():
-                if name == v.name and kind not in ("encoder", "step"):
+                if name == v.name and kind not in ("encoder", "step", "api"):
                     row.end_to_end_ms[kind] = _per_image(Timing.of(values), b)
             log(f"  {v.name:14s} batch {b:3d}: encoder {row.encoder_ms.median:7.2f} ms/img"
                 + (f", step {row.step_ms.median:6.3f} ms" if row.step_ms else "")
+                + (f", Annotator.annotate {row.api_ms.median:7.2f} ms/photo" if row.api_ms else "")
                 + "".join(f", {k} {t.median:7.2f} ms/img" for k, t in row.end_to_end_ms.items()))
             rows.append(row)
     return rows
@@ -192,7 +215,7 @@ STAGES = ("decode", "resize", "encoder", "decoder")
 
 def stage_times(variant: "RuntimeVariant", jpegs: Sequence[bytes], repeats: int = 3) -> dict:
     """Where one photo's time goes at batch 1, JPEG bytes to labels: pixel decoding (``read_image``),
-    resize and normalisation, the encoder, and decoding (greedy steps, or thresholds); medians in ms
+    resize (and normalisation, for a float32-input bundle), the encoder, and decoding (greedy steps, or thresholds); medians in ms
     over every photo and repeat, and each stage's share of their sum."""
     from corel_annotate.runtime.search import search_labels
 

@@ -50,11 +50,21 @@ def markdown(result: dict) -> str:
         first = next(iter(result["stages"].values()))
         lines += ["", f"Where one photo's time goes at batch 1 ({first['photo_pixels'][0]}x{first['photo_pixels'][1]} "
                       "JPEG to labels, greedy), ms (share):", "",
-                  "| variant | decode pixels | resize + normalise | encoder | decoder | total |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+                  "| variant | decode pixels | resize + normalise | encoder | decoder | total | total ÷ encoder |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for name, st in result["stages"].items():
             cells = " | ".join(f"{st['ms'][s]:.2f} ({100 * st['share'][s]:.0f}%)" for s in ("decode", "resize", "encoder", "decoder"))
-            lines.append(f"| {name} | {cells} | {st['total_ms']:.2f} |")
+            lines.append(f"| {name} | {cells} | {st['total_ms']:.2f} | {st['total_ms'] / st['ms']['encoder']:.2f}× |")
+    api = [r for r in result["rows"] if r.get("api_ms")]
+    if api:
+        lines += ["", "The public API as a user's loop calls it, `Annotator.annotate([path], batch_size=1)` (greedy), "
+                      "one call per photo file, timed in the same interleaved rounds as the table above (batch 1):", "",
+                  "| variant | `Annotator.annotate` ms/photo | encoder ms | ÷ encoder | greedy ms/img (bytes to labels) "
+                  "| ÷ encoder |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for r in api:
+            enc, greedy = r["encoder_ms"]["median"], r["end_to_end_ms"]["greedy"]["median"]
+            lines.append(f"| {r['variant']} | {_fmt(r['api_ms'])} | {enc:.2f} | {r['api_ms']['median'] / enc:.2f}× "
+                         f"| {greedy:.2f} | {greedy / enc:.2f}× |")
     for key in ("infer", "infer_full_decode", "infer_default"):
         if result.get(key):
             inf = result[key]

@@ -4,10 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 
 
-def tensorrt_rows(checkpoint: Path, out_dir: Path, images: np.ndarray, jpegs: list[bytes], batch_sizes: Sequence[int],
+def tensorrt_rows(checkpoint: Path, out_dir: Path, jpegs: list[bytes], batch_sizes: Sequence[int],
                   beams: Sequence[int], repeats: int, warmup: int, log: Callable[[str], None]) -> list[dict]:
     from corel_annotate.export.bundle import export_bundle
     from corel_annotate.export.tensorrt import EngineSettings
@@ -27,5 +26,5 @@ def tensorrt_rows(checkpoint: Path, out_dir: Path, images: np.ndarray, jpegs: li
                       engine_settings=EngineSettings(1, 8, max(batch_sizes), fp16=precision == "fp16"),
                       log=lambda _m: None)
         variant = RuntimeVariant(f"tensorrt-{precision}", target, device="tensorrt")
-        rows += [r.to_dict() for r in bench_variants([variant], images, jpegs, batch_sizes, beams, repeats, warmup, 0, log)]
+        rows += [r.to_dict() for r in bench_variants([variant], jpegs, batch_sizes, beams, repeats, warmup, 0, log)]
     return rows

@@ -31,6 +31,7 @@ from .onnx_graphs import export_graph, wrappers
 from .tensorrt import EngineSettings, add_engines, require_tensorrt
 from .int8_accuracy import DEFAULT_MAX_DROP, BundleJudge, Int8Report, quantize_encoder, validation_set
 from .precision import PRECISIONS, calibration_images, convert_fp16, quantize_dynamic_int8
+from .pixel_input import INPUT_DTYPES, fold_normalisation, pixel_preprocess
 from .files import replace_dir
 
 DEFAULT_OPSET = 17
@@ -76,7 +77,7 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path | None = None, ops
                   tolerance: float = 1e-4, batch_sizes: tuple[int, ...] = (1, 5), trace_batch: int = 2,
                   force: bool = False, precision: str = "fp32", calibration: str | Path | None = None,
                   engine: str | None = None, engine_settings: EngineSettings | None = None,
-                  max_drop: float = DEFAULT_MAX_DROP, memory: bool = True,
+                  max_drop: float = DEFAULT_MAX_DROP, memory: bool = True, input_dtype: str = "uint8",
                   log: Callable[[str], None] = print) -> tuple[Path, BundleManifest, list[GraphCheck]]:
     """Export ``checkpoint`` to a bundle directory and return it with its manifest and the parity checks.
 
@@ -84,9 +85,13 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path | None = None, ops
     then gets its label memory (``export.memory``: the training photos embedded by the exported
     encoder, tuned on the validation photos; skipped with a message when they are not on this machine);
     ``precision`` int8 or fp16 then converts the method's graphs (their differences from PyTorch are
-    printed, not enforced: their accuracy is judged with ``corel-eval``)."""
+    printed, not enforced: their accuracy is judged with ``corel-eval``).  ``input_dtype`` uint8 (the
+    default) then folds the normalisation into the encoder, which takes the resized photo's pixels
+    (``export.pixel_input``; checked against the float32 graph); float32 keeps the normalised input."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if input_dtype not in INPUT_DTYPES:
+        raise ValueError(f"unknown input dtype {input_dtype!r}; choose from {', '.join(INPUT_DTYPES)}")
     if engine not in (None, "tensorrt"):
         raise ValueError(f"unknown engine {engine!r}; the only engine is tensorrt")
     if engine:
@@ -139,6 +144,8 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path | None = None, ops
                 manifest = dataclasses.replace(manifest, source={**manifest.source, "int8": report.to_dict()})
             log(f"{precision} graphs against PyTorch (informative; judge accuracy with corel-eval):")
             checks = verify(tmp, modules, decls, size, vocab.num_tokens, batch_sizes, float("inf"), log)
+        if input_dtype == "uint8":
+            manifest = _pixel_input(tmp, manifest, tolerance, log)
         engines = {}
         if engine == "tensorrt":
             settings = engine_settings or EngineSettings(fp16=precision == "fp16")
@@ -155,6 +162,33 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path | None = None, ops
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out, manifest, checks
+
+
+def _pixel_input(tmp: Path, manifest: BundleManifest, tolerance: float, log: Callable[[str], None]) -> BundleManifest:
+    """Fold the normalisation into the encoder (``pixel_input``) and check it against the float32 graph on
+    random pixels normalised as the runtime does; returns the manifest that says so."""
+    from corel_annotate.runtime.preprocessing import preprocess
+
+    from PIL import Image
+
+    encoder = tmp / manifest.graphs["encoder"].file
+    pre = manifest.preprocess
+    float_session = ort.InferenceSession(str(encoder), providers=["CPUExecutionProvider"])
+    fold_normalisation(encoder, manifest.image_input, pre)
+    pixel_session = ort.InferenceSession(str(encoder), providers=["CPUExecutionProvider"])
+    pixels = np.random.default_rng(2).integers(0, 256, (2, pre.image_size, pre.image_size, 3), dtype=np.uint8)
+    floats = np.stack([preprocess(Image.fromarray(p), pre) for p in pixels])
+    want = float_session.run(None, {manifest.image_input: floats})
+    got = pixel_session.run(None, {manifest.image_input: pixels})
+    worst = max(float(np.max(np.abs(w - g))) if w.size else 0.0 for w, g in zip(want, got))
+    log(f"  encoder with pixel input: max |uint8 graph - float32 graph| = {worst:.2e}")
+    if worst > tolerance:
+        raise ValueError(f"encoder.onnx with pixel input differs from the float32 graph by {worst:.2e} "
+                         f"(tolerance {tolerance:.0e})")
+    pixel_pre = pixel_preprocess(pre)
+    spec = manifest.graphs["encoder"]
+    spec = dataclasses.replace(spec, inputs=(TensorSpec(manifest.image_input, "uint8", (BATCH, *pixel_pre.input_shape)),))
+    return dataclasses.replace(manifest, preprocess=pixel_preprocess(pre), graphs={**manifest.graphs, "encoder": spec})
 
 
 def _oof_scores(checkpoint: Path) -> np.ndarray | None:

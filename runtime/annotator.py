@@ -49,6 +49,7 @@ class Annotator(BundleFacts):
         self.vocabulary = manifest.vocab()
         self.label_map = labels.bind(manifest.vocabulary, manifest.kind) if labels is not None else None
         self.preprocess_config = manifest.preprocess_config()
+        self._input_dtype = np.dtype(self.preprocess_config.input_dtype)
         seq = manifest.sequence
         if seq is not None:
             self._encoder_outputs = list(dict.fromkeys([*seq.state.values(), *seq.constants]))
@@ -118,7 +119,8 @@ class Annotator(BundleFacts):
         return engine_name(self.manifest, self.device, self.precision)
 
     def preprocess(self, images: Sequence[ImageLike]) -> np.ndarray:
-        """Images (paths, PIL images or HxWx3 uint8 arrays) to the encoder's ``[B, 3, S, S]`` input."""
+        """Images (paths, PIL images or HxWx3 uint8 arrays) to the encoder's batch, as the manifest's
+        ``preprocess`` declares it (``[B, 3, S, S]`` float32, or ``[B, S, S, 3]`` uint8 pixels)."""
         arrays = []
         for image in images:
             if isinstance(image, (str, Path)):
@@ -130,10 +132,21 @@ class Annotator(BundleFacts):
             arrays.append(preprocess(pil, self.preprocess_config))
         return np.stack(arrays)
 
+    def _checked(self, batch: np.ndarray) -> np.ndarray:
+        """``batch`` as the encoder's contiguous input; ValueError when it is not what the manifest declares
+        (a normalised float batch for a pixel-input bundle would otherwise be cast to garbage)."""
+        batch = np.asarray(batch)
+        want = self.preprocess_config.input_shape
+        kind_ok = batch.dtype == np.uint8 if self._input_dtype == np.uint8 else batch.dtype.kind == "f"
+        if batch.ndim != 4 or batch.shape[1:] != want or not kind_ok:
+            raise ValueError(f"{self.bundle}: the encoder takes {self._input_dtype} images [batch, "
+                             f"{', '.join(map(str, want))}] (Annotator.preprocess makes them); got {batch.dtype} "
+                             f"{list(batch.shape)}")
+        return np.ascontiguousarray(batch, self._input_dtype)
+
     def encode(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Run the encoder graph (and the memory graph on its embedding); returns the outputs decoding reads."""
-        outputs = self.sessions["encoder"].run(self._encoder_outputs,
-                                               {self.manifest.image_input: np.ascontiguousarray(batch, np.float32)})
+        outputs = self.sessions["encoder"].run(self._encoder_outputs, {self.manifest.image_input: self._checked(batch)})
         encoded = dict(zip(self._encoder_outputs, outputs))
         if self._run_memory:
             memory = self.memory
@@ -185,7 +198,7 @@ class Annotator(BundleFacts):
 
     def annotate_batch(self, batch: np.ndarray, beam_width: int | None = None, top_k: int | None = None,
                        threshold: float | None = None, keep_alphas: bool = False) -> list[Annotation]:
-        """Annotate preprocessed images ``[B, 3, S, S]``."""
+        """Annotate preprocessed images (a batch from :meth:`preprocess`)."""
         encoded = self.encode(batch)
         if self.manifest.is_sequence:
             config = self.decoding_config(beam_width)
@@ -227,7 +240,7 @@ class Annotator(BundleFacts):
         if name not in self.manifest.graphs["encoder"].output_names():
             raise ValueError(f"{self.bundle}: the encoder has no {name!r} output (exported before format 3); "
                              "re-export the checkpoint")
-        [out] = self.sessions["encoder"].run([name], {self.manifest.image_input: np.ascontiguousarray(batch, np.float32)})
+        [out] = self.sessions["encoder"].run([name], {self.manifest.image_input: self._checked(batch)})
         return out
 
     def annotate(self, images: Iterable[ImageLike], batch_size: int = 8, **options) -> list[Annotation]:

@@ -77,7 +77,7 @@ _UNNAMED = re.compile(r"cannot identify image file\)$")   # PIL names a file onl
 
 
 def photo_tensor(photo: Photo, config: PreprocessConfig, max_pixels: int = MAX_PIXELS) -> np.ndarray | str:
-    """``[3, S, S]`` float32 for the model, or the one-line reason the photo cannot be one (missing,
+    """One photo's encoder input (``preprocessing.preprocess``), or the one-line reason the photo cannot be one (missing,
     not a regular file, corrupt, truncated, too many pixels).  Bytes are named as the file would be."""
     try:
         if isinstance(photo, tuple):
@@ -114,7 +114,11 @@ def load_batch(photos: Sequence[Photo], config: PreprocessConfig, max_pixels: in
 
 
 def prefetch(chunks: Sequence[T], load: Callable[[T], R], workers: int = 2, ahead: int = 2) -> Iterator[R]:
-    """``load(chunk)`` for each chunk, in order, while the next ``ahead`` chunks load in ``workers`` threads."""
+    """``load(chunk)`` for each chunk, in order, while the next ``ahead`` chunks load in ``workers`` threads.
+    One chunk loads in the calling thread: a pool would only add its start-up to a one-photo call."""
+    if len(chunks) == 1:
+        yield load(chunks[0])
+        return
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending = [pool.submit(load, c) for c in chunks[:ahead]]
         for i in range(len(chunks)):

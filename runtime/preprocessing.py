@@ -178,12 +178,17 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def preprocess(img: Image.Image, config: PreprocessConfig) -> np.ndarray:
-    """One RGB PIL image to a normalised ``[3, S, S]`` float32 array."""
+    """One RGB PIL image to the encoder's input for one photo, as ``config`` declares it: the resized
+    photo's 8-bit values (``input_dtype`` uint8: the graph normalises) or normalised float32, in the
+    config's ``layout`` (``config.input_shape``)."""
     size = config.image_size
     resized = img.resize((size, size), INTERPOLATIONS[config.interpolation])
-    arr = np.asarray(resized, dtype=np.float32) * np.float32(config.scale)
-    arr = (arr - np.asarray(config.mean, dtype=np.float32)) / np.asarray(config.std, dtype=np.float32)
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    if config.input_dtype == "uint8":
+        arr = np.asarray(resized)
+    else:
+        arr = np.asarray(resized, dtype=np.float32) * np.float32(config.scale)
+        arr = (arr - np.asarray(config.mean, dtype=np.float32)) / np.asarray(config.std, dtype=np.float32)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1) if config.layout == "NCHW" else arr)
 
 
 def preprocess_bytes(data: bytes, name: str, config: PreprocessConfig, max_pixels: int = MAX_PIXELS) -> np.ndarray:

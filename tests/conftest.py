@@ -51,6 +51,27 @@ def bundles(synth_data, feature_cache, tmp_path_factory) -> dict[str, tuple[Path
 
 
 @pytest.fixture(scope="session")
+def float_bundles(bundles, tmp_path_factory) -> dict[str, Path]:
+    """The attention and ml-gcn checkpoints exported with the normalised float32 input, their manifests
+    written as format 3 wrote them (no ``input_dtype``): the bundles made before pixel input."""
+    import json
+
+    from corel_annotate.export.bundle import export_bundle
+
+    root = tmp_path_factory.mktemp("float-bundles")
+    out = {}
+    for method in ("attention", "ml-gcn"):
+        out[method] = export_bundle(bundles[method][0], root / f"{method}.bundle", memory=False, input_dtype="float32",
+                                    log=lambda _m: None)[0]
+        manifest = out[method] / "manifest.json"
+        data = json.loads(manifest.read_text())
+        assert data["preprocess"].pop("input_dtype") == "float32"
+        data["format_version"] = 3
+        manifest.write_text(json.dumps(data))
+    return out
+
+
+@pytest.fixture(scope="session")
 def memory_bundles(bundles, tmp_path_factory) -> dict[str, Path]:
     """ml-gcn (scores) and attention (sequence) bundles with their label memory, from the same checkpoints.
     On these easy photos the exporter may give the memory weight 0 (the head alone is best on validation);

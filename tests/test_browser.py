@@ -101,7 +101,10 @@ def test_preprocessing_matches_python_within_2_of_255(pages, bundles, photos, na
     expected = preprocess_file(photos / name, manifest.preprocess)
     got = np.asarray(pages["attention"].evaluate("u => window.corel.preprocessUrl(u)", f"/photos/{name}"),
                      dtype=np.float32).reshape(expected.shape)
-    pixels = np.abs(got - expected) * np.asarray(manifest.preprocess.std, dtype=np.float32)[:, None, None]
+    pre = manifest.preprocess
+    # in 8-bit units over 255: pixel input (format 4) is compared as is, a normalised one scaled back by std
+    pixels = (np.abs(got - expected.astype(np.float32)) / 255 if pre.input_dtype == "uint8" else
+              np.abs(got - expected) * np.asarray(pre.std, dtype=np.float32).reshape((3, 1, 1) if pre.layout == "NCHW" else 3))
     # A JPEG big enough for the draft rule is downscaled in the DCT domain by Pillow and by a box average
     # of the fully decoded photo in the browser: the two differ by up to 3/255 (measured) on single pixels.
     bound = 4 / 255 if name == "x-large.jpg" else 2 / 255
@@ -133,6 +136,26 @@ def test_browser_labels_match_python(pages, bundles, photos, method, beam):
     assert agree >= 0.99, f"{method} beam {beam}: {agree:.1%} of label sets equal"
     assert score_err <= 1e-3
     assert attention_err <= 1e-3
+
+
+@pytest.mark.parametrize("method", ["attention", "ml-gcn"])
+def test_browser_runs_format_3_bundles_with_the_normalised_float_input(browser, float_bundles, photos, method):
+    """A bundle made before pixel input (float32 NCHW, normalised by the runtime) works in the page as
+    before: its preprocessing equals Python's and its labels equal the Python runtime's."""
+    bundle = float_bundles[method]
+    manifest = load_manifest(bundle)
+    assert manifest.format_version == 3 and manifest.preprocess.input_dtype == "float32"
+    names = [(p.name, p) for p in sorted(photos.iterdir()) if not p.name.startswith("x-")][:12]
+    with WebServer(bundle, photos=photos) as server:
+        page = open_page(browser, server, "?threads=2&backend=wasm")
+        assert page.get_attribute("#status", "class") == "ready", page.inner_text("#status")
+        expected = preprocess_file(names[0][1], manifest.preprocess)
+        got = np.asarray(page.evaluate("u => window.corel.preprocessUrl(u)", f"/photos/{names[0][0]}"), dtype=np.float32)
+        assert expected.dtype == np.float32 and got.shape == (expected.size,)
+        assert float(np.max(np.abs(got.reshape(expected.shape) - expected))) * min(manifest.preprocess.std) <= 2 / 255 + 1e-6
+        agree, score_err, _ = _parity(page, bundle, names, 1 if method == "attention" else None)
+        page.close()
+    assert agree == 1.0 and score_err <= 1e-3
 
 
 def test_attention_label_click_draws_a_heat_map_and_broken_photo_fails_alone(pages, photos):
@@ -173,7 +196,7 @@ def test_tampered_bundles_are_refused_in_the_page(browser, bundles, photos, tmp_
     manifest["format_version"] = 1
     (version / "manifest.json").write_text(json.dumps(manifest))
     expected = {graph: "encoder.onnx: sha256", fields: 'manifest.scoring: unknown field "colour"',
-                version: "manifest.format_version: must be one of 2, 3"}
+                version: "manifest.format_version: must be one of 2, 3, 4"}
     for bundle, message in expected.items():
         with WebServer(bundle, photos=photos) as server:
             page = open_page(browser, server)
@@ -298,7 +321,8 @@ def memory_pages(browser, memory_cases):
 
 SCORES_JS = """async ([x, n]) => {
   const { annotator } = await window.corel.ready;
-  return Array.from(await annotator.scores(Float32Array.from(x), n));
+  const Input = annotator.manifest.preprocess.input_dtype === "uint8" ? Uint8Array : Float32Array;
+  return Array.from(await annotator.scores(Input.from(x), n));
 }"""
 
 

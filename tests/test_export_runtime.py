@@ -15,6 +15,7 @@ from corel_annotate.export.onnx_graphs import wrappers
 from corel_annotate.runtime.annotator import Annotator
 from corel_annotate.runtime.dataset import CorelDataset
 from corel_annotate.runtime.evaluation.metrics import annotation_metrics, label_sets_to_matrix
+from corel_annotate.runtime.bundle.manifest import load_manifest
 from corel_annotate.runtime.bundle.preprocess_config import PreprocessConfig
 from corel_annotate.runtime.preprocessing import preprocess_file
 from corel_annotate.training.checkpoint import model_from_checkpoint
@@ -44,8 +45,16 @@ def test_batch(synth_data, bundles):
     return split, vocab, images
 
 
+@pytest.fixture(scope="module")
+def pixels(synth_data, bundles):
+    """The same photos as the bundles take them (every bundle here has the same preprocessing): uint8 pixels."""
+    split, _ = split_and_vocab(synth_data)
+    pre = load_manifest(bundles["cnn"][1]).preprocess
+    return np.stack([preprocess_file(s.path, pre) for s in split.samples])
+
+
 @pytest.mark.parametrize("method", EXPORT_METHODS)
-def test_graph_outputs_match_torch_on_real_images(bundles, test_batch, method):
+def test_graph_outputs_match_torch_on_real_images(bundles, test_batch, pixels, method):
     ckpt, bundle = bundles[method]
     model, _ = model_from_checkpoint(ckpt)
     modules = wrappers(model)
@@ -56,7 +65,7 @@ def test_graph_outputs_match_torch_on_real_images(bundles, test_batch, method):
     for batch in (1, 5):
         x = images[:batch]
         enc_names = [o["name"] for o in manifest["graphs"]["encoder"]["outputs"]]
-        got = sessions["encoder"].run(enc_names, {"images": x})
+        got = sessions["encoder"].run(enc_names, {"images": pixels[:batch]})
         with torch.no_grad():
             expected = modules["encoder"](torch.from_numpy(x))
         expected = expected if isinstance(expected, tuple) else (expected,)
@@ -83,14 +92,14 @@ ENGINES = ["cpu", "openvino"]  # onnxruntime and OpenVINO, both fp32
 @pytest.mark.parametrize("device", ENGINES)
 @pytest.mark.parametrize("method", EXPORT_METHODS)
 @pytest.mark.parametrize("beam_width", [1, 3])
-def test_label_sets_equal_the_reference(bundles, test_batch, method, beam_width, device):
+def test_label_sets_equal_the_reference(bundles, test_batch, pixels, method, beam_width, device):
     ckpt, bundle = bundles[method]
     model, cfg = model_from_checkpoint(ckpt)
     _, _, images = test_batch
     expected, _ = torch_predictions(model, cfg, images, beam_width)
     annotator = Annotator.load(bundle, device=device)
     assert annotator.engine == ("openvino fp32" if device == "openvino" else "onnxruntime-cpu fp32")
-    got = annotator.annotate_batch(images, beam_width=beam_width) if model.is_sequence else annotator.annotate_batch(images)
+    got = annotator.annotate_batch(pixels, beam_width=beam_width) if model.is_sequence else annotator.annotate_batch(pixels)
     agree = sum(set(a.label_ids) == set(b) for a, b in zip(got, expected))
     assert agree >= 0.99 * len(expected), f"{agree}/{len(expected)} label sets agree"
     assert any(len(a.label_ids) for a in got)
@@ -116,10 +125,10 @@ def test_eval_metrics_equal_pytorch_evaluation(bundles, synth_data, test_batch, 
             assert got[key] == pytest.approx(value, abs=1e-6), key
 
 
-def test_batch_size_does_not_change_results(bundles, test_batch):
+def test_batch_size_does_not_change_results(bundles, pixels):
     _, bundle = bundles["attention"]
     annotator = Annotator.load(bundle)
-    _, _, images = test_batch
+    images = pixels
     one = [a.label_ids for i in range(12) for a in annotator.annotate_batch(images[i:i + 1], beam_width=3)]
     many = [a.label_ids for a in annotator.annotate_batch(images[:12], beam_width=3)]
     assert one == many
@@ -170,12 +179,12 @@ def test_preprocessing_matches_the_torchvision_training_transform(synth_data):
             assert raw.format == "JPEG"
 
 
-def test_openvino_bf16_is_explicit_recorded_and_close(bundles, test_batch):
+def test_openvino_bf16_is_explicit_recorded_and_close(bundles, pixels):
     from corel_annotate.runtime.engines.openvino_session import cpu_precisions
 
     if "bf16" not in cpu_precisions():
         pytest.skip("this CPU has no bfloat16 units")
-    _, _, images = test_batch
+    images = pixels
     bundle = bundles["cnn"][1]
     fp32 = Annotator.load(bundle, device="openvino", precision="fp32")
     bf16 = Annotator.load(bundle, device="openvino", precision="bf16")
@@ -193,12 +202,12 @@ def test_precision_other_than_fp32_needs_openvino(bundles):
         Annotator.load(bundles["cnn"][1], device="cpu", precision="bf16")
 
 
-def test_openvino_runs_the_decoder_step_on_onnxruntime_unless_asked(bundles, test_batch):
+def test_openvino_runs_the_decoder_step_on_onnxruntime_unless_asked(bundles, pixels):
     """The step is per-call overhead at batch 1 (0.45 ms in onnxruntime, 1.0 ms in OpenVINO here): with
     ``device="openvino"`` it runs on onnxruntime by default, and both engines' steps decode alike."""
     from corel_annotate.runtime.engines.openvino_session import OpenVINOSession
 
-    _, _, images = test_batch
+    images = pixels
     bundle = bundles["attention"][1]
     mixed = Annotator.load(bundle, device="openvino", precision="fp32")
     pure = Annotator.load(bundle, device="openvino", precision="fp32", step_device="openvino")

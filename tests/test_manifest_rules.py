@@ -56,11 +56,17 @@ RULE_CASES: dict[str, list[Case]] = {
     "preprocess": [("a 4 px image size", ALL, lambda d: d["preprocess"].update(image_size=4)),
                    ("an unknown resize rule", ALL, lambda d: d["preprocess"].update(resize="crop")),
                    ("an unknown decode rule", ALL, lambda d: d["preprocess"].update(decode="gpu")),
-                   ("a zero std", ALL, lambda d: d["preprocess"]["std"].__setitem__(1, 0.0))],
+                   ("a zero std", ALL, lambda d: d["preprocess"]["std"].__setitem__(1, 0.0)),
+                   ("an unknown layout", ALL, lambda d: d["preprocess"].update(layout="CHW")),
+                   ("an unknown input dtype", ALL, lambda d: d["preprocess"].update(input_dtype="int8"))],
     "encoder": [("an image input the encoder lacks", ALL, lambda d: d.update(image_input=d["image_input"] + "x")),
                 ("a wrong image size", ALL, lambda d: d["graphs"]["encoder"]["inputs"][0]["shape"].__setitem__(
                     2, d["preprocess"]["image_size"] + 1)),
-                ("no encoder", ALL, lambda d: d["graphs"].update(encoder_=d["graphs"].pop("encoder")))],
+                ("no encoder", ALL, lambda d: d["graphs"].update(encoder_=d["graphs"].pop("encoder"))),
+                ("pixels the encoder does not take", ALL, lambda d: d["preprocess"].update(
+                    input_dtype="float32" if d["preprocess"].get("input_dtype") == "uint8" else "uint8")),
+                ("a layout the encoder does not take", ALL, lambda d: d["preprocess"].update(
+                    layout="NCHW" if d["preprocess"].get("layout") == "NHWC" else "NHWC"))],
     "tensors": [("an output twice", ALL, lambda d: d["graphs"]["encoder"]["outputs"].append(
                     copy.deepcopy(d["graphs"]["encoder"]["outputs"][0]))),
                 ("a negative dimension", ALL, lambda d: d["graphs"]["encoder"]["outputs"][0]["shape"].append(-3))],

@@ -35,14 +35,14 @@ def test_every_exported_manifest_validates_against_the_schema(bundles):
     assert kinds == {"scores", "sequence"}
 
 
-@pytest.mark.parametrize("version", [1, 4])
+@pytest.mark.parametrize("version", [1, 5])
 def test_an_unknown_version_is_refused_with_a_re_export_hint(bundles, version):
     data = json.loads((bundles["ria"][1] / "manifest.json").read_text(encoding="utf-8"))
     data["format_version"] = version
-    with pytest.raises(ValueError, match=rf"version {version} is not supported \(this runtime reads versions 2, 3\).*re-export"):
+    with pytest.raises(ValueError, match=rf"version {version} is not supported \(this runtime reads versions 2, 3, 4\).*re-export"):
         BundleManifest.from_dict(data, SOURCE)
     assert not VALIDATOR.is_valid(data)
-    for readable in (2, 3):  # a version-2 manifest is a version-3 one without a memory: both are read
+    for readable in (2, 3, 4):  # a version-2 manifest is a version-3 one without a memory: all are read
         data["format_version"] = readable
         VALIDATOR.validate(data)
         assert BundleManifest.from_dict(data, SOURCE).format_version == readable
@@ -67,7 +67,7 @@ def manifests(draw, memory: bool | None = None) -> dict:
     image = names[0]
     memory = draw(st.booleans()) if memory is None else memory
     data: dict[str, Any] = {
-        "format": FORMAT, "format_version": 3 if memory else draw(st.sampled_from([2, 3])),
+        "format": FORMAT, "format_version": draw(st.sampled_from([3, 4] if memory else [2, 3, 4])),
         "vocabulary": [f"label{i}" for i in range(n)], "image_input": image,
         "preprocess": {"image_size": size, "mean": draw(st.lists(st.floats(0, 1), min_size=3, max_size=3)),
                        "std": draw(st.lists(st.floats(0.1, 1), min_size=3, max_size=3))},
@@ -75,6 +75,9 @@ def manifests(draw, memory: bool | None = None) -> dict:
         "source": {"method": draw(NAMES), "anything": draw(st.integers())},
     }
     image_in = tensor(image, "float32", 3, size, size)
+    if data["format_version"] == 4 and draw(st.booleans()):   # pixel input
+        data["preprocess"].update(input_dtype="uint8", layout="NHWC")
+        image_in = tensor(image, "uint8", size, size, 3)
     scores = draw(st.booleans())
     head = draw(st.integers(1, n)) if memory and scores else n  # labels added to a scores bundle's memory
     if scores:

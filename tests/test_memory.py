@@ -99,9 +99,10 @@ def test_scores_bundle_labels_equal_the_reference_blend(bundles, memory_bundles,
     assert memory.examples == len(CorelDataset(synth_data).read("train").samples)
     model, cfg = model_from_checkpoint(bundles["ml-gcn"][0])
     annotator = Annotator.load(bundle, device=device, precision="fp32")
-    _, images = _synth_test(synth_data, annotator.preprocess_config)
+    _, images = _synth_test(synth_data, annotator.preprocess_config)   # as the bundle takes them
+    _, normalised = _synth_test(synth_data, cfg.preprocess)            # as PyTorch takes them
     with torch.no_grad():
-        feats = model.features(torch.from_numpy(images))
+        feats = model.features(torch.from_numpy(normalised))
         probs = torch.sigmoid(feats @ model.label_classifiers().t()).double().numpy()
         emb = torch.nn.functional.normalize(feats, dim=1).numpy()
     keys, labels = stored(bundle)
@@ -130,11 +131,12 @@ def test_sequence_memory_at_full_weight_picks_the_memory_first(memory_bundles, b
     data["sequence"]["decoding"]["min_labels"] = 1
     (bundle / "manifest.json").write_text(json.dumps(data))
     manifest = load_manifest(bundle)
-    model, _ = model_from_checkpoint(bundles["attention"][0])
+    model, cfg = model_from_checkpoint(bundles["attention"][0])
     annotator = Annotator.load(bundle, device="cpu")
     _, images = _synth_test(synth_data, annotator.preprocess_config)
+    _, normalised = _synth_test(synth_data, cfg.preprocess)
     with torch.no_grad():
-        emb = model.embedding(model.features(torch.from_numpy(images))).numpy()
+        emb = model.embedding(model.features(torch.from_numpy(normalised))).numpy()
     keys, labels = stored(bundle)
     knn = brute_force_knn(emb, keys, labels.astype(np.float64), manifest.memory.k, manifest.memory.temperature)
     first = [a.label_ids[0] for a in annotator.annotate_batch(images, beam_width=1)]
@@ -238,4 +240,4 @@ def test_export_records_how_the_memory_was_tuned(memory_bundles):
     manifest = load_manifest(memory_bundles["ml-gcn"])
     tuned = manifest.source["memory"]
     assert "validation photos" in tuned["tuned_on"] and set(tuned["validation"]) >= {"per_class/f1", "N+"}
-    assert manifest.format_version == 3 and manifest.files["memory.onnx"]
+    assert manifest.format_version == 4 and manifest.files["memory.onnx"]

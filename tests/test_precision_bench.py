@@ -77,10 +77,14 @@ def test_int8_validation_split_is_the_training_runs(bundles, synth_data):
     assert validation_set(dataclasses.replace(cfg, data={**cfg.data, "dir": str(synth_data / "missing")})) is None
 
 
-def test_fp16_bundle_keeps_float32_interface(lowered, synth_data):
+def test_fp16_bundle_keeps_the_fp32_interface(lowered, synth_data):
     model = onnx.load(str(lowered["fp16"] / "encoder.onnx"))
+    fp32 = onnx.load(str(lowered["fp32"] / "encoder.onnx"))
     assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer)
-    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    # uint8 pixels in, float32 out, as the fp32 bundle
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [o.type.tensor_type.elem_type for o in model.graph.output] == \
+        [o.type.tensor_type.elem_type for o in fp32.graph.output] == [onnx.TensorProto.FLOAT] * len(fp32.graph.output)
     fp32 = evaluate_bundle(Annotator.load(lowered["fp32"]), synth_data)
     fp16 = evaluate_bundle(Annotator.load(lowered["fp16"]), synth_data)
     agree = np.mean([set(a.label_ids) == set(b.label_ids) for a, b in zip(fp32.annotations, fp16.annotations)])
@@ -106,9 +110,19 @@ def test_corel_bench_latency_writes_table_chart_and_json(bundles, synth_data, tm
     from corel_annotate.runtime.engines.openvino_session import cpu_precisions
 
     measured = {(r["variant"], r["batch"]) for r in data["rows"] if not r.get("note")}
-    openvino = ["openvino-fp32", "openvino-fp32-openvino-step", "openvino-int8"] + \
-        (["openvino-bf16", "openvino-bf16-openvino-step"] if "bf16" in cpu_precisions() else [])
-    assert measured == {(v, b) for v in ["pytorch-eager", "runtime-fp32", "runtime-int8", *openvino] for b in (1, 2)}
+    openvino = ["openvino-fp32", "openvino-fp32-openvino-step", "openvino-fp32-float-input", "openvino-int8"] + \
+        (["openvino-bf16", "openvino-bf16-openvino-step", "openvino-bf16-float-input"] if "bf16" in cpu_precisions() else [])
+    runtime = ["runtime-fp32", "runtime-fp32-float-input", "runtime-int8"]
+    assert measured == {(v, b) for v in ["pytorch-eager", *runtime, *openvino] for b in (1, 2)}
+    # the float-input twin: the same checkpoint exported with format 3's normalised input, timed beside
+    assert json.loads((out / "attention.fp32-float-input.bundle" / "manifest.json").read_text())["preprocess"]["input_dtype"] == "float32"
+    assert set(data["stages"]) >= {"runtime-fp32", "runtime-fp32-float-input"}
+    for row in data["rows"]:   # the public API, one call per photo, at batch 1 of the runtime's rows only
+        if not row.get("note"):
+            assert (row["api_ms"] is not None) == (row["batch"] == 1 and row["variant"] != "pytorch-eager")
+            if row["api_ms"]:
+                assert row["api_ms"]["median"] > row["encoder_ms"]["median"]
+    assert "| runtime-fp32-float-input | " in (out / "latency.md").read_text().split("`Annotator.annotate` ms/photo")[1]
     assert any(r["variant"] == "tensorrt" for r in data["rows"])
     for row in data["rows"]:
         if not row.get("note"):
@@ -128,7 +142,7 @@ def test_corel_bench_latency_on_camera_size_photos(bundles, synth_data, tmp_path
                                             str(synth_data), "--out-dir", str(out), "--batch-sizes", "1",
                                             "--beams", "1", "--precisions", "fp32", "--images", "3", "--no-torch",
                                             "--no-accuracy", "--repeats", "1", "--warmup", "0", "--rounds", "1",
-                                            "--photo-size", "1024x768", "--no-openvino"])
+                                            "--photo-size", "1024x768", "--no-openvino", "--no-float-input"])
     assert result.exit_code == 0, result.output
     data = json.loads((out / "latency.json").read_text())
     photos = sorted((out / "photos-1024x768").glob("*.jpg"))
@@ -147,3 +161,20 @@ def test_corel_bench_latency_on_camera_size_photos(bundles, synth_data, tmp_path
     bad = CliRunner().invoke(bench_app, ["latency", "--checkpoint", str(bundles["attention"][0]), "--data",
                                          str(synth_data), "--out-dir", str(out), "--photo-size", "big"])
     assert bad.exit_code == 2
+
+
+def test_corel_bench_step_times_each_way_to_run_the_step_and_checks_they_agree(bundles, synth_data, tmp_path):
+    """The stateful OpenVINO step (state kept in the request, constants bound once) computes what the
+    onnxruntime step computes; the int8 step reads about a quarter of the weight bytes."""
+    photo = sorted((synth_data / "images").glob("*.jpeg"))[0]
+    result = CliRunner().invoke(bench_app, ["step", "--model", str(bundles["attention"][1]), "--photo", str(photo),
+                                            "--calls", "5", "--rounds", "1", "--out-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "step.json").read_text())["rows"]
+    assert set(rows) == {"onnxruntime", "openvino", "openvino-stateful", "onnxruntime-int8"}
+    assert rows["openvino"]["max_abs_diff"] < 1e-4 and rows["openvino-stateful"]["max_abs_diff"] < 1e-4
+    assert rows["onnxruntime-int8"]["weight_bytes"] < 0.3 * rows["onnxruntime"]["weight_bytes"]
+    assert all(row["ms"] > 0 for row in rows.values())
+    scores = CliRunner().invoke(bench_app, ["step", "--model", str(bundles["ml-gcn"][1]), "--photo", str(photo),
+                                            "--out-dir", str(tmp_path)])
+    assert scores.exit_code == 2 and "has no decoder step" in scores.output

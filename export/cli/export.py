@@ -29,6 +29,9 @@ def main(
     min_batch: int = typer.Option(1, help="TensorRT profile: smallest batch."),
     opt_batch: int = typer.Option(8, help="TensorRT profile: batch to optimise for."),
     max_batch: int = typer.Option(32, help="TensorRT profile: largest batch."),
+    input_dtype: str = typer.Option("uint8", "--input-dtype", help="uint8: the encoder takes the resized photo's "
+                                    "8-bit RGB pixels [batch, S, S, 3] and normalises them in the graph (faster; "
+                                    "format 4). float32: the normalised [batch, 3, S, S] tensor of earlier bundles."),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Give the bundle its label memory: the "
                                 "checkpoint's training photos embedded by the exported encoder (kNN label transfer, "
                                 "k, temperature and blend chosen on its validation photos; edit it later with "
@@ -46,6 +49,7 @@ def main(
     try:
         path, manifest, _ = export_bundle(checkpoint, out, opset=opset, tolerance=tolerance, force=force,
                                           precision=precision, calibration=calibration, engine=engine, max_drop=max_drop, memory=memory,
+                                          input_dtype=input_dtype,
                                           engine_settings=EngineSettings(min_batch, opt_batch, max_batch,
                                                                          fp16=precision == "fp16"),
                                           log=log)

@@ -23,13 +23,15 @@ from .scoring_config import ScoringConfig
 from .vocabulary import Vocabulary
 
 FORMAT = "corel-annotate/bundle"
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (2, 3)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (2, 3, 4)
 """Version 3 adds the optional ``memory`` section (and the ``memory`` graph); a version-2 manifest is
-a version-3 manifest without one, so both are read."""
+a version-3 manifest without one.  Version 4 adds ``preprocess.input_dtype`` (``uint8``: the encoder
+takes the resized photo's 8-bit pixels, ``NHWC``, and normalises in the graph); a version-3 manifest
+is a version-4 one whose input is ``float32`` ``NCHW``, so all three are read."""
 MANIFEST = "manifest.json"
 SCHEMA_FILE = Path(__file__).with_name("bundle.schema.json")
-DTYPES = ("float32", "float16", "int64")
+DTYPES = ("float32", "float16", "int64", "uint8")
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class TensorSpec:
     """One graph input or output: name, element type and shape (strings name dynamic axes)."""
 
     name: str
-    dtype: Literal["float32", "float16", "int64"]
+    dtype: Literal["float32", "float16", "int64", "uint8"]
     shape: tuple[int | str, ...]
 
 
@@ -198,10 +200,14 @@ class BundleManifest:
         encoder = self.graphs["encoder"]
         if encoder.input_names() != [self.image_input]:
             raise ValueError(f"graphs.encoder: inputs {encoder.input_names()}, expected [{self.image_input!r}]")  # rule: encoder
-        size = self.preprocess.image_size
-        shape = encoder.inputs[0].shape
-        if len(shape) != 4 or any(isinstance(d, int) and d != want for d, want in zip(shape[1:], (3, size, size))):
-            raise ValueError(f"graphs.encoder: input shape {list(shape)} does not take [batch, 3, {size}, {size}] images")  # rule: encoder
+        pre = self.preprocess
+        shape, want = encoder.inputs[0].shape, pre.input_shape
+        if len(shape) != 4 or any(isinstance(d, int) and d != w for d, w in zip(shape[1:], want)):
+            raise ValueError(f"graphs.encoder: input shape {list(shape)} does not take [batch, {', '.join(map(str, want))}] "  # rule: encoder
+                             f"images (preprocess.layout {pre.layout})")
+        if encoder.inputs[0].dtype != pre.input_dtype:
+            raise ValueError(f"graphs.encoder: input dtype {encoder.inputs[0].dtype}, but preprocess.input_dtype is "  # rule: encoder
+                             f"{pre.input_dtype}")
         for name, graph in self.graphs.items():
             for io in graph.inputs + graph.outputs:
                 if any(isinstance(d, int) and d < 0 for d in io.shape):

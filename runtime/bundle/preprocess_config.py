@@ -8,11 +8,21 @@ from dataclasses import asdict, dataclass, field
 RESIZE_RULES = ("stretch",)
 DECODE_RULES = ("full", "draft")
 INTERPOLATIONS = ("bilinear", "bicubic")
+LAYOUTS = ("NCHW", "NHWC")
+INPUT_DTYPES = ("float32", "uint8")
 
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """How a photo becomes a model input: ``[3, size, size]`` float32, RGB, normalised.
+    """How a photo becomes a model input: RGB, resized to ``size x size``, then as ``input_dtype`` says.
+
+    ``input_dtype = "float32"`` (every bundle before format 4, and every checkpoint): the runtime
+    normalises, ``(value * scale - mean) / std`` per channel in float32, and feeds ``layout``
+    (``NCHW``: ``[3, size, size]``).  ``input_dtype = "uint8"``: the runtime feeds the resized
+    photo's 8-bit values unchanged, ``layout`` ``NHWC`` (``[size, size, 3]``, as decoders give
+    pixels), and the encoder graph itself casts, scales, normalises and transposes with the same
+    ``scale``, ``mean`` and ``std`` (``corel-export``'s default since format 4: one array copy instead
+    of four numpy passes per photo).
 
     ``resize = "stretch"`` resizes the whole photo to ``size x size`` without
     cropping, as the reference implementation does.
@@ -33,6 +43,7 @@ class PreprocessConfig:
     layout: str = "NCHW"
     scale: float = field(default=1.0 / 255.0)
     decode: str = "full"
+    input_dtype: str = "float32"
 
     def __post_init__(self) -> None:  # rule: preprocess
         if self.image_size < 8:
@@ -43,6 +54,10 @@ class PreprocessConfig:
             raise ValueError(f"unknown decode rule {self.decode!r}; known: {', '.join(DECODE_RULES)}")
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"unknown interpolation {self.interpolation!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {self.layout!r}; known: {', '.join(LAYOUTS)}")
+        if self.input_dtype not in INPUT_DTYPES:
+            raise ValueError(f"unknown input dtype {self.input_dtype!r}; known: {', '.join(INPUT_DTYPES)}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError("mean and std need three values each, std positive")
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
@@ -50,6 +65,12 @@ class PreprocessConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """One photo's encoder input shape in ``layout`` order (without the batch axis)."""
+        size = self.image_size
+        return (3, size, size) if self.layout == "NCHW" else (size, size, 3)
 
     @property
     def decode_size(self) -> int | None:

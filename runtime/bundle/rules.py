@@ -44,13 +44,17 @@ class Rule:
 RULES: tuple[Rule, ...] = (
     Rule("format", "format is the bundle format and format_version one the runtime reads"),
     Rule("vocabulary", "labels are non-empty, without white space, unique, and not the decoder's reserved names"),
-    Rule("preprocess", "image_size at least 8; a known resize rule, decode rule and interpolation; std positive",
+    Rule("preprocess", "image_size at least 8; a known resize rule, decode rule, interpolation, layout and input "
+                       "dtype; std positive",
          (SchemaBound("PreprocessConfig", "image_size", {"minimum": 8}),
+          SchemaBound("PreprocessConfig", "layout", {"enum": ["NCHW", "NHWC"]}),
+          SchemaBound("PreprocessConfig", "input_dtype", {"enum": ["float32", "uint8"]}),
           SchemaBound("PreprocessConfig", "resize", {"enum": ["stretch"]}),
           SchemaBound("PreprocessConfig", "decode", {"enum": ["full", "draft"]}),
           SchemaBound("PreprocessConfig", "interpolation", {"enum": ["bilinear", "bicubic"]}),
           SchemaBound("PreprocessConfig", "std", {"exclusiveMinimum": 0}, items=True))),
-    Rule("encoder", "an encoder graph whose only input is image_input, shaped [batch, 3, image_size, image_size]"),
+    Rule("encoder", "an encoder graph whose only input is image_input, of preprocess.input_dtype, shaped [batch, 3, "
+                    "image_size, image_size] (layout NCHW) or [batch, image_size, image_size, 3] (layout NHWC)"),
     Rule("tensors", "no dimension is negative and no tensor name appears twice among a graph's inputs or outputs"),
     Rule("files", "every graph and engine file stays inside the bundle and has a sha256 in files"),
     Rule("engines", "each engine names one of the graphs and a file"),

@@ -17,7 +17,7 @@ import numpy as np
 from ..bundle.manifest import GraphSpec
 
 PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
-_TYPES = {"f32": "float32", "i64": "int64", "f16": "float16"}
+_TYPES = {"f32": "float32", "i64": "int64", "f16": "float16", "u8": "uint8"}
 
 
 def _core():

@@ -54,7 +54,7 @@ def evaluate_bundle(annotator: Annotator, data_dir: str | Path, split: str = "te
 
 
 def per_class_f1(annotator: Annotator, images: np.ndarray, targets: np.ndarray, batch_size: int = 16) -> float:
-    """Per-class F1 of ``annotator`` on preprocessed ``images`` ``[N, 3, S, S]`` against multi-hot ``targets``
+    """Per-class F1 of ``annotator`` on preprocessed ``images`` (``Annotator.preprocess``) against multi-hot ``targets``
     ``[N, labels]``, with the bundle's own decoding or thresholds (the export's int8 accuracy check)."""
     ids: list[tuple[int, ...]] = []
     for i in range(0, len(images), batch_size):

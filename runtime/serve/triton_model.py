@@ -47,9 +47,8 @@ class BundleModel:
 
     def warm_up(self) -> None:
         """Run one photo through every graph so the first request pays no compilation or allocation."""
-        size = self.annotator.preprocess_config.image_size
-        photo = np.zeros((1, 3, size, size), np.float32)
-        self.annotator.annotate_batch(photo)
+        pre = self.annotator.preprocess_config
+        self.annotator.annotate_batch(np.zeros((1, *pre.input_shape), pre.input_dtype))
 
     def _decode(self, index: int, data: bytes) -> _Row:
         row = _Row(index)

@@ -112,8 +112,10 @@ export class Annotator {
   }
 
   async encode(batch, count) {
-    const S = this.manifest.preprocess.image_size;
-    const feeds = { [this.manifest.image_input]: new this.ort.Tensor("float32", batch, [count, 3, S, S]) };
+    const pre = this.manifest.preprocess;
+    const S = pre.image_size;
+    const dims = (pre.layout ?? "NCHW") === "NHWC" ? [count, S, S, 3] : [count, 3, S, S];
+    const feeds = { [this.manifest.image_input]: new this.ort.Tensor(pre.input_dtype ?? "float32", batch, dims) };
     const result = await this.sessions.encoder.run(feeds);
     const out = {};
     for (const [k, v] of Object.entries(result)) out[k] = { data: v.data, dims: v.dims.slice(), dtype: v.type };
@@ -194,7 +196,7 @@ export class Annotator {
     };
   }
 
-  /** Annotate preprocessed images (Float32Array of count x [3, S, S]). */
+  /** Annotate preprocessed images (count photos from preprocess(): Float32Array or Uint8Array, as the manifest says). */
   async annotateBatch(batch, count, { beamWidth = null, topK = null, threshold = null } = {}) {
     if (this.kind === "scores") return this.labelsFromScores(await this.scores(batch, count), count, { topK, threshold });
     const encoded = await this.encode(batch, count);

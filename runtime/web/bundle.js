@@ -3,9 +3,10 @@
 import { validate } from "./schema.js";
 
 export const FORMAT = "corel-annotate/bundle";
-export const FORMAT_VERSION = 3;
+export const FORMAT_VERSION = 4;
 // Version 3 adds the optional memory section (and memory graph); a version-2 manifest is a version-3 one without it.
-export const READABLE_VERSIONS = [2, 3];
+// Version 4 adds preprocess.input_dtype (uint8: NHWC pixels, normalised in the graph); a version-3 manifest is float32 NCHW.
+export const READABLE_VERSIONS = [2, 3, 4];
 const RESERVED = ["start", "stop"]; // the decoder's own tokens (runtime/bundle/vocabulary.py)
 
 async function fetchOk(url, what) {
@@ -44,10 +45,13 @@ export function checkManifest(m) {
   if (!enc) return "no encoder graph"; // rule: encoder
   if (enc.inputs.length !== 1 || enc.inputs[0].name !== m.image_input) return `graphs.encoder: inputs ${JSON.stringify(enc.inputs.map((t) => t.name))}, expected [${JSON.stringify(m.image_input)}]`; // rule: encoder
   const size = m.preprocess.image_size;
+  const layout = m.preprocess.layout ?? "NCHW", inputDtype = m.preprocess.input_dtype ?? "float32";
+  const wanted = layout === "NHWC" ? [size, size, 3] : [3, size, size];
   const inShape = enc.inputs[0].shape;
-  if (inShape.length !== 4 || [3, size, size].some((want, i) => Number.isInteger(inShape[i + 1]) && inShape[i + 1] !== want)) {
-    return `graphs.encoder: input shape ${JSON.stringify(inShape)} does not take [batch, 3, ${size}, ${size}] images`; // rule: encoder
+  if (inShape.length !== 4 || wanted.some((want, i) => Number.isInteger(inShape[i + 1]) && inShape[i + 1] !== want)) {
+    return `graphs.encoder: input shape ${JSON.stringify(inShape)} does not take [batch, ${wanted.join(", ")}] images (preprocess.layout ${layout})`; // rule: encoder
   }
+  if (enc.inputs[0].dtype !== inputDtype) return `graphs.encoder: input dtype ${enc.inputs[0].dtype}, but preprocess.input_dtype is ${inputDtype}`; // rule: encoder
   for (const [name, g] of Object.entries(m.graphs)) {
     for (const t of [...g.inputs, ...g.outputs]) {
       if (t.shape.some((d) => Number.isInteger(d) && d < 0)) return `graphs.${name}: ${t.name} has a negative dimension`; // rule: tensors

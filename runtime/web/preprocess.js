@@ -168,17 +168,28 @@ export function draftReduce(image, size) {
   return { data, width, height };
 }
 
-/** RGB pixels to the encoder's normalised [3, S, S] float32 input (runtime/preprocessing.py::preprocess). */
+/** RGB pixels to the encoder's input for one photo, as the manifest's preprocess declares it
+ * (runtime/preprocessing.py::preprocess): input_dtype "uint8" gives the resized 8-bit pixels (the graph
+ * normalises), "float32" (bundles before format 4) normalises here; in the declared layout. */
 export function toTensor(image, pre) {
   const S = pre.image_size;
   let src = image;
   if (pre.decode === "draft") src = draftReduce(image, S);
   const px = resizeRGB(src.data, src.width, src.height, S, S, pre.interpolation);
+  const nchw = (pre.layout ?? "NCHW") === "NCHW";
+  if ((pre.input_dtype ?? "float32") === "uint8") {
+    if (!nchw) return px;
+    const out = new Uint8Array(3 * S * S);
+    for (let c = 0; c < 3; c++) for (let i = 0; i < S * S; i++) out[c * S * S + i] = px[i * 3 + c];
+    return out;
+  }
   const out = new Float32Array(3 * S * S);
   const scale = Math.fround(pre.scale);
   for (let c = 0; c < 3; c++) {
     const mean = Math.fround(pre.mean[c]), std = Math.fround(pre.std[c]);
-    for (let i = 0; i < S * S; i++) out[c * S * S + i] = Math.fround(Math.fround(Math.fround(px[i * 3 + c] * scale) - mean) / std);
+    for (let i = 0; i < S * S; i++) {
+      out[nchw ? c * S * S + i : i * 3 + c] = Math.fround(Math.fround(Math.fround(px[i * 3 + c] * scale) - mean) / std);
+    }
   }
   return out;
 }
