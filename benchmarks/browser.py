@@ -73,6 +73,8 @@ class BrowserResult:
     chromium: str
     latency: list[LatencyRow] = field(default_factory=list)
     parity: list[ParityRow] = field(default_factory=list)
+    encoder_gflops: dict[str, float] = field(default_factory=dict)
+    """Per bundle: the encoder's GFLOP per photo (Conv, MatMul, Gemm), for the GFLOP/s columns."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -187,6 +189,9 @@ def run_browser(bundles: list[Path], data: Path, split: str, threads: list[int],
         result = BrowserResult(command, f"{browser.browser_type.name} {browser.version}")
         try:
             for bundle in bundles:
+                from .flops import graph_flops
+
+                result.encoder_gflops[bundle.name] = graph_flops(bundle / load_manifest(bundle).graphs["encoder"].file) / 1e9
                 with WebServer(bundle, photos=root) as server:
                     for n in threads:
                         page = _page(browser, server, n)
@@ -220,15 +225,18 @@ def run_browser(bundles: list[Path], data: Path, split: str, threads: list[int],
 def markdown(result: BrowserResult) -> str:
     native = {(r.bundle, r.threads): r for r in result.latency if r.engine.startswith("native")}
     lines = [f"Command: `{result.command}`", "", f"Browser: {result.chromium}, onnxruntime-web WebAssembly backend.", "",
-             "| bundle | engine | threads | page ready ms | encoder ms (p10–p90) | encoder / native | photo to labels ms | photo / native |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| bundle | engine | threads | page ready ms | encoder ms (p10–p90) | encoder GFLOP/s | encoder / native | "
+             "photo to labels ms | photo / native |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in result.latency:
         base = native.get((r.bundle, r.threads))
         ratio = f"{r.encoder_ms / base.encoder_ms:.2f}×" if base and base is not r else "–"
         e2e_ratio = f"{r.end_to_end_ms / base.end_to_end_ms:.2f}×" if base and base is not r else "–"
         ready = f"{r.ready_ms:.0f}" if r.ready_ms is not None else "–"
+        gflops = result.encoder_gflops.get(r.bundle)
+        rate = f"{gflops / r.encoder_ms * 1000:.1f}" if gflops else "–"
         lines.append(f"| {r.bundle} | {r.engine} | {r.threads} | {ready} | {r.encoder_ms:.2f} ({r.encoder_p10:.2f}–"
-                     f"{r.encoder_p90:.2f}) | {ratio} | {r.end_to_end_ms:.2f} | {e2e_ratio} |")
+                     f"{r.encoder_p90:.2f}) | {rate} | {ratio} | {r.end_to_end_ms:.2f} | {e2e_ratio} |")
     if result.parity:
         lines += ["", "| bundle | decoding | photos | equal label lists | max score diff | photos at full scale | "
                   "max score diff there | scores within 1e-3 |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
