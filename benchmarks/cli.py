@@ -502,14 +502,16 @@ def browser_cmd(
 @app.command("step")
 def step_cmd(
     model: Path = typer.Option(..., "--model", "-m", help="A sequence bundle."),
-    photo: Path = typer.Option(..., help="A photo whose first decoder step is timed."),
+    photo: list[Path] = typer.Option(..., help="Photos: the first one's first decoder step is timed; every one is "
+                                     "decoded greedily, step-wise and by the fused Loop (repeat the option)."),
     calls: int = typer.Option(300, help="Calls per round."),
     rounds: int = typer.Option(5, help="Rounds; the median round counts."),
     out_dir: Path = typer.Option(Path("bench-out/step"), help="Where step.json and step.md go."),
     stem: str = typer.Option("step", help="File name stem of the results."),
 ) -> None:
     """The ways to run one decoder step at batch 1, side by side: onnxruntime, OpenVINO, OpenVINO's stateful
-    form (state inside the request, constants bound once), the int8 step; and the search's own cost per step.
+    form (state inside the request, constants bound once), the int8 step; the search's own cost per step; and
+    whole greedy decodes, step-wise against an ONNX Loop around the step on onnxruntime and OpenVINO.
 
     Exit codes: 0 done, 2 bad input (a scores bundle, a missing photo)."""
     from .accuracy import write_tables

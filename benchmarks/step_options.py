@@ -9,6 +9,9 @@
 * ``onnxruntime-int8``: the step with dynamic int8 weights (what ``--precision int8`` exports), which
   reads a quarter of the weight bytes per call.
 * ``search overhead``: one greedy decode through the runtime's Python search, less its step calls.
+* ``fused greedy``: whole greedy decodes per photo, the step-wise search against an ONNX ``Loop`` around
+  the step (``greedy_loop``, a measured prototype) on onnxruntime and OpenVINO, with how many photos
+  decode alike.
 
 The per-call medians are what a fused or stateful step could save; the weight bytes say what a step
 at batch 1 must read from memory whatever runs it."""
@@ -43,9 +46,10 @@ def _weight_bytes(path: Path) -> int:
                for t in onnx.load(str(path)).graph.initializer)
 
 
-def step_options(bundle: Path, photo: Path, calls: int = 300, rounds: int = 5) -> dict:
-    """Per-call ms of each way to run ``bundle``'s decoder step on ``photo``'s first step, and how far each
-    agrees with onnxruntime's log-probabilities."""
+def step_options(bundle: Path, photos: list[Path], calls: int = 300, rounds: int = 5) -> dict:
+    """Per-call ms of each way to run ``bundle``'s decoder step on the first photo's first step, and how
+    far each agrees with onnxruntime's log-probabilities; then whole greedy decodes of every photo,
+    step-wise against the fused Loop."""
     import onnxruntime as ort
     import openvino as ov
     from openvino._offline_transformations import apply_make_stateful_transformation
@@ -58,6 +62,7 @@ def step_options(bundle: Path, photo: Path, calls: int = 300, rounds: int = 5) -
     if seq is None:
         raise ValueError(f"{bundle}: a scores bundle has no decoder step")
     annotator = Annotator.load(bundle, device="cpu")
+    photo = photos[0]
     state = annotator.start_state(annotator.encode(annotator.preprocess([photo])))
     feed = {seq.token_input: np.array([seq.start_id], np.int64), **state.inputs()}
     step_path = bundle / manifest.graphs["decoder_step"].file
@@ -112,7 +117,44 @@ def step_options(bundle: Path, photo: Path, calls: int = 300, rounds: int = 5) -
     decode_ms = _median_ms(lambda: search_labels(annotator.step, state, config_greedy, len(annotator.vocabulary)),
                            max(1, calls // 10), rounds)
     return {"bundle": str(bundle), "photo": str(photo), "steps_per_photo": steps, "greedy_decode_ms": decode_ms,
-            "search_overhead_ms_per_step": decode_ms / steps - rows["onnxruntime"]["ms"], "rows": rows}
+            "search_overhead_ms_per_step": decode_ms / steps - rows["onnxruntime"]["ms"], "rows": rows,
+            "fused_greedy": fused_greedy(bundle, annotator, photos, rounds)}
+
+
+def fused_greedy(bundle: Path, annotator: Annotator, photos: list[Path], rounds: int) -> dict:
+    """Greedy decodes of every photo, ms per photo (median round): the runtime's step-wise search (no
+    ``min_labels``, no memory mix: the rules the Loop prototype leaves out) and the Loop graph on
+    onnxruntime and OpenVINO; the photos whose labels the Loop decodes alike."""
+    import onnxruntime as ort
+    import openvino as ov
+
+    from corel_annotate.runtime.search import search_labels
+
+    from .greedy_loop import greedy_loop_model, loop_feed, loop_labels
+
+    manifest = annotator.manifest
+    config = annotator.decoding_config(1, min_labels=0)
+    encoded = [annotator.encode(annotator.preprocess([p])) for p in photos]
+    model = greedy_loop_model(bundle, manifest, encoded[0]).SerializeToString()
+    ort_loop = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    ov_loop = ov.Core().compile_model(ov.Core().read_model(model, b""), "CPU",
+                                      {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
+    feeds = [loop_feed(manifest, e) for e in encoded]
+
+    def stepwise(i: int) -> list[int]:
+        [result] = search_labels(annotator.step, annotator.start_state(encoded[i]), config, len(annotator.vocabulary))
+        return list(result.labels)
+
+    runs = {"step-wise search (onnxruntime step)": stepwise,
+            "Loop on onnxruntime": lambda i: loop_labels(manifest, ort_loop.run(["tokens"], feeds[i])[0]),
+            "Loop on OpenVINO": lambda i: loop_labels(manifest, ov_loop(feeds[i])["tokens"])}
+    want = [stepwise(i) for i in range(len(photos))]
+    out = {}
+    for name, run in runs.items():
+        same = sum(run(i) == want[i] for i in range(len(photos)))
+        out[name] = {"ms_per_photo": _median_ms(lambda: [run(i) for i in range(len(photos))], 1, rounds) / len(photos),
+                     "equal_labels": same, "photos": len(photos)}
+    return out
 
 
 def markdown(result: dict, command: str) -> str:
@@ -125,5 +167,9 @@ def markdown(result: dict, command: str) -> str:
     lines += ["", f"One greedy decode through the runtime's search: {result['greedy_decode_ms']:.2f} ms for "
                   f"{result['steps_per_photo']} steps; the search and its feeds add "
                   f"{result['search_overhead_ms_per_step']:.3f} ms per step to onnxruntime's call.", "",
+              "Whole greedy decodes (no `min_labels`, no memory mix), ms per photo:", "",
+              "| greedy decoding | ms per photo | photos decoded alike |", "| --- | ---: | ---: |",
+              *[f"| {name} | {row['ms_per_photo']:.2f} | {row['equal_labels']}/{row['photos']} |"
+                for name, row in result["fused_greedy"].items()], "",
               f"Command: `{command}`"]
     return "\n".join(lines) + "\n"

@@ -166,8 +166,9 @@ def test_corel_bench_latency_on_camera_size_photos(bundles, synth_data, tmp_path
 def test_corel_bench_step_times_each_way_to_run_the_step_and_checks_they_agree(bundles, synth_data, tmp_path):
     """The stateful OpenVINO step (state kept in the request, constants bound once) computes what the
     onnxruntime step computes; the int8 step reads about a quarter of the weight bytes."""
-    photo = sorted((synth_data / "images").glob("*.jpeg"))[0]
-    result = CliRunner().invoke(bench_app, ["step", "--model", str(bundles["attention"][1]), "--photo", str(photo),
+    photos = sorted((synth_data / "images").glob("*.jpeg"))[:6]
+    result = CliRunner().invoke(bench_app, ["step", "--model", str(bundles["attention"][1]),
+                                            *[a for p in photos for a in ("--photo", str(p))],
                                             "--calls", "5", "--rounds", "1", "--out-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "step.json").read_text())["rows"]
@@ -175,6 +176,9 @@ def test_corel_bench_step_times_each_way_to_run_the_step_and_checks_they_agree(b
     assert rows["openvino"]["max_abs_diff"] < 1e-4 and rows["openvino-stateful"]["max_abs_diff"] < 1e-4
     assert rows["onnxruntime-int8"]["weight_bytes"] < 0.3 * rows["onnxruntime"]["weight_bytes"]
     assert all(row["ms"] > 0 for row in rows.values())
-    scores = CliRunner().invoke(bench_app, ["step", "--model", str(bundles["ml-gcn"][1]), "--photo", str(photo),
+    # the fused Loop decodes what the step-wise search decodes (the rules it leaves out do not act here)
+    fused = json.loads((tmp_path / "step.json").read_text())["fused_greedy"]
+    assert len(fused) == 3 and all(row["equal_labels"] == row["photos"] == 6 for row in fused.values())
+    scores = CliRunner().invoke(bench_app, ["step", "--model", str(bundles["ml-gcn"][1]), "--photo", str(photos[0]),
                                             "--out-dir", str(tmp_path)])
     assert scores.exit_code == 2 and "has no decoder step" in scores.output
