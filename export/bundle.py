@@ -31,7 +31,8 @@ from .onnx_graphs import export_graph, wrappers
 from .tensorrt import EngineSettings, add_engines, require_tensorrt
 from .int8_accuracy import DEFAULT_MAX_DROP, BundleJudge, Int8Report, quantize_encoder, validation_set
 from .precision import PRECISIONS, calibration_images, convert_fp16, quantize_dynamic_int8
-from .pixel_input import INPUT_DTYPES, fold_normalisation, pixel_preprocess
+from corel_annotate.runtime.bundle.preprocess_config import INPUT_DTYPES
+from .pixel_input import fold_normalisation, pixel_preprocess
 from .files import replace_dir
 
 DEFAULT_OPSET = 17
@@ -188,7 +189,7 @@ def _pixel_input(tmp: Path, manifest: BundleManifest, tolerance: float, log: Cal
     pixel_pre = pixel_preprocess(pre)
     spec = manifest.graphs["encoder"]
     spec = dataclasses.replace(spec, inputs=(TensorSpec(manifest.image_input, "uint8", (BATCH, *pixel_pre.input_shape)),))
-    return dataclasses.replace(manifest, preprocess=pixel_preprocess(pre), graphs={**manifest.graphs, "encoder": spec})
+    return dataclasses.replace(manifest, preprocess=pixel_pre, graphs={**manifest.graphs, "encoder": spec})
 
 
 def _oof_scores(checkpoint: Path) -> np.ndarray | None:

@@ -19,9 +19,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 from corel_annotate.runtime.bundle.preprocess_config import PreprocessConfig
 
-INPUT_DTYPES = ("uint8", "float32")
-"""``corel-export --input-dtype``: ``uint8`` pixels (normalised in the graph) or the old float32 tensor."""
-
 
 def pixel_preprocess(config: PreprocessConfig) -> PreprocessConfig:
     """The manifest's preprocessing for an encoder rewritten by :func:`fold_normalisation`."""
