@@ -9,6 +9,7 @@ repeated runs after warm-up; thread counts recorded.
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import statistics
 import time
@@ -45,6 +46,11 @@ def decode_jpeg(data: bytes, config: PreprocessConfig) -> np.ndarray:
     return preprocess(read_image(io.BytesIO(data), "bytes", min_size=config.decode_size), config)
 
 
+def decode_batch(jpegs: Sequence[bytes], config: PreprocessConfig) -> np.ndarray:
+    """JPEG bytes to a batch as ``config`` declares the encoder's input (uint8 pixels or normalised float32)."""
+    return np.stack([decode_jpeg(j, config) for j in jpegs])
+
+
 @dataclass
 class Row:
     variant: str
@@ -78,7 +84,7 @@ class RuntimeVariant:
 
     def prepare(self, jpegs: Sequence[bytes]) -> np.ndarray:
         """The photos as this bundle's encoder takes them (uint8 pixels or the normalised float32 tensor)."""
-        return np.stack([decode_jpeg(j, self.config) for j in jpegs])
+        return decode_batch(jpegs, self.config)
 
     def encoder(self, batch: np.ndarray) -> Callable[[], object]:
         return lambda: self.annotator.encode(batch)
@@ -94,12 +100,12 @@ class RuntimeVariant:
         """The public API as a user's own loop calls it: ``Annotator.annotate([path], batch_size=1)``,
         greedy, the next photo at each call."""
         options = {"beam_width": 1} if self.is_sequence else {}
-        turn = iter(range(1 << 62))
-        return lambda: self.annotator.annotate([paths[next(turn) % len(paths)]], batch_size=1, **options)
+        photos = itertools.cycle(paths)
+        return lambda: self.annotator.annotate([next(photos)], batch_size=1, **options)
 
     def end_to_end(self, jpegs: list[bytes], beam: int) -> Callable[[], object]:
         def run():
-            batch = np.stack([decode_jpeg(j, self.config) for j in jpegs])
+            batch = self.prepare(jpegs)
             if self.is_sequence:
                 return self.annotator.annotate_batch(batch, beam_width=beam)
             return self.annotator.annotate_batch(batch)
@@ -124,7 +130,7 @@ class TorchVariant:
 
     def prepare(self, jpegs: Sequence[bytes]) -> np.ndarray:
         """The photos normalised as in training."""
-        return np.stack([decode_jpeg(j, self.config) for j in jpegs])
+        return decode_batch(jpegs, self.config)
 
     def encoder(self, batch: np.ndarray) -> Callable[[], object]:
         x = self.torch.from_numpy(batch)
@@ -153,7 +159,7 @@ class TorchVariant:
         decode_config = self.cfg.decode.replace(beam_width=beam)
 
         def run():
-            batch = np.stack([decode_jpeg(j, self.config) for j in jpegs])
+            batch = self.prepare(jpegs)
             return predict_images(self.model, batch, decode_config, self.cfg.thresholds, self.cfg.top_k,
                                   self.cfg.min_labels)
         return run
