@@ -18,7 +18,7 @@ from .memory import EMBEDDING_OUTPUT, blend_scores, interpolate_log_probs
 from .preprocessing import load_image, preprocess, to_rgb
 from .scoring import select_labels, sigmoid
 from .engines.choice import engine_name, settle_engine
-from .engines.onnxruntime_session import create_session
+from .engines.onnxruntime_session import create_session, session_device
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray]
 
@@ -115,8 +115,9 @@ class Annotator(BundleFacts):
 
     @property
     def engine(self) -> str:
-        """What computes, for the record: ``onnxruntime-cpu fp32``, ``openvino bf16``, ..."""
-        return engine_name(self.manifest, self.device, self.precision)
+        """What computes, for the record: ``onnxruntime-cpu fp32``, ``openvino bf16``, ...; a device whose
+        onnxruntime provider is missing is named by what ran instead (the CPU)."""
+        return engine_name(self.manifest, session_device(self.sessions["encoder"], self.device), self.precision)
 
     def preprocess(self, images: Sequence[ImageLike]) -> np.ndarray:
         """Images (paths, PIL images or HxWx3 uint8 arrays) to the encoder's batch, as the manifest's

@@ -142,7 +142,7 @@ def read_image(source: str | Path | BinaryIO, name: str, max_pixels: int = MAX_P
                 if img.width * img.height > max_pixels:
                     raise ValueError(f"{img.width}x{img.height} is more than {max_pixels:,} pixels "
                                      "(decompression-bomb guard)")
-                if min_size and img.format == "JPEG":
+                if min_size and img.format in ("JPEG", "MPO"):   # a multi-picture JPEG's first picture is a JPEG
                     img.draft(None, (min_size, min_size))   # a square target: orientation does not matter
                 img = ImageOps.exif_transpose(img)
                 rgb = to_rgb(img)
@@ -162,7 +162,9 @@ def read_image(source: str | Path | BinaryIO, name: str, max_pixels: int = MAX_P
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any PIL mode to RGB; transparent pixels are composited on white."""
+    """Convert any PIL mode to RGB by the bundle format's pixel rules (docs/bundle-format.md): transparent
+    pixels composited on white, grey copied to R, G and B, a palette looked up, CMYK as
+    ``(255 - C)(255 - K) / 255`` rounded, and a 16-bit sample ``s`` as ``s >> 8``."""
     if img.mode == "RGB":
         img.load()
         return img
@@ -170,10 +172,14 @@ def to_rgb(img: Image.Image) -> Image.Image:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
-        return Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode.startswith("I"):
+        # 16-bit samples keep their high byte (docs/bundle-format.md; the rule libpng and Pillow apply to 16-bit RGB),
+        # whatever the image's own range: a dark 16-bit photo stays dark; 32-bit integers are clipped to 16 bits
+        arr = np.clip(np.asarray(img).astype(np.int64), 0, 65535) >> 8
+        return Image.fromarray(arr.astype(np.uint8)).convert("RGB")
+    if img.mode == "F":
+        raise ValueError("32-bit floating-point samples are not a photo (docs/bundle-format.md reads 8- and 16-bit "
+                         "images); convert it to 8 or 16 bits")
     return img.convert("RGB")
 
 

@@ -68,6 +68,7 @@ def test_wide_beam_equals_brute_force(method, penalty, formula, min_labels):
                             min_labels=min_labels)
     with torch.no_grad():
         hyps = beam_search(model, model.init_state(feats), config)
+        assert len(hyps) == len(feats) == 3
         for i, hyp in enumerate(hyps):
             assert hyp.labels == brute_force(model, feats[i:i + 1], config)
             assert len(hyp.labels) >= min_labels
@@ -82,7 +83,8 @@ def test_beam_width_one_equals_greedy(method):
     greedy = greedy_search(model, model.init_state(feats), config)
     beam = beam_search(model, model.init_state(feats), config)
     assert [h.labels for h in greedy] == [h.labels for h in beam]
-    for g, b in zip(greedy, beam):
+    assert len(greedy) == len(beam) == 6
+    for g, b in zip(greedy, beam, strict=True):
         assert g.logprob == pytest.approx(b.logprob, abs=1e-5)
         assert g.scores == pytest.approx(b.scores, abs=1e-6)
 
@@ -94,6 +96,7 @@ def test_repeat_rule():
     assert any(len(set(h.labels)) < len(h.labels) for h in allow), "the biased model should repeat label 0"
     for decoder, width in ((greedy_search, 1), (beam_search, 3)):
         hyps = decoder(model, model.init_state(feats), DecodingConfig(beam_width=width, max_len=3, forbid_repeat=True))
+        assert len(hyps) == 4 and all(len(h.labels) > 0 for h in hyps)
         assert all(len(set(h.labels)) == len(h.labels) for h in hyps)
 
 
@@ -103,13 +106,16 @@ def test_length_is_bounded_and_stop_is_forced():
     for width in (1, 3):
         hyps = (greedy_search if width == 1 else beam_search)(
             model, model.init_state(feats), DecodingConfig(beam_width=width, max_len=2))
+        assert len(hyps) == 5
         assert all(len(h.labels) == 2 for h in hyps)
 
 
 def test_label_scores_are_emission_probabilities():
     model = tiny_model("attention", seed=7)
     feats = feats_for(model, 3)
-    for hyp in greedy_search(model, model.init_state(feats), DecodingConfig(max_len=3)):
+    hyps = greedy_search(model, model.init_state(feats), DecodingConfig(max_len=3))
+    assert len(hyps) == 3 and any(hyp.labels for hyp in hyps)
+    for hyp in hyps:
         assert len(hyp.scores) == len(hyp.labels)
         assert all(0.0 < s <= 1.0 for s in hyp.scores)
         assert len(hyp.alphas) == len(hyp.labels) + 1
@@ -121,11 +127,13 @@ def test_min_labels_masks_stop():
     model = tiny_model(stop_bias=20.0)          # stop is by far the likeliest first token
     feats = feats_for(model, 4)
     empty = greedy_search(model, model.init_state(feats), DecodingConfig(max_len=3, min_labels=0))
+    assert len(empty) == 4
     assert all(h.labels == [] for h in empty)
     for width in (1, 3):
         for min_labels in (1, 2):
             config = DecodingConfig(beam_width=width, max_len=3, min_labels=min_labels)
             hyps = (greedy_search if width == 1 else beam_search)(model, model.init_state(feats), config)
+            assert len(hyps) == 4
             assert all(len(h.labels) == min_labels for h in hyps)
 
 

@@ -13,6 +13,7 @@ import pytest
 import typer
 
 from conftest import REPO
+from corel_annotate.runtime.cli import DefaultCommandGroup
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -76,12 +77,15 @@ def check(script: str, args: list[str]) -> list[str]:
     command = command_of(script)
     if hasattr(command, "commands"):   # a group (typer vendors its own click)
         positional = [a for a in args if not a.startswith("-")]
-        if not positional:
+        if isinstance(command, DefaultCommandGroup) and (not args or args[0] not in command.commands):
+            command = next(iter(command.commands.values()))   # what the group runs without a command name
+        elif not positional:
             return [] if any(a == "--help" for a in args) else [f"{script}: no subcommand"]
-        sub = command.commands.get(positional[0])
-        if sub is None:
-            return [f"{script}: unknown subcommand {positional[0]!r} (has {sorted(command.commands)})"]
-        command, args = sub, args[args.index(positional[0]) + 1:]
+        else:
+            sub = command.commands.get(positional[0])
+            if sub is None:
+                return [f"{script}: unknown subcommand {positional[0]!r} (has {sorted(command.commands)})"]
+            command, args = sub, args[args.index(positional[0]) + 1:]
     known = options_of(command)
     takes_value = {o for param in command.params if not getattr(param, "is_flag", True) and not getattr(param, "count", False)
                    for o in param.opts}

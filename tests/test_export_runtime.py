@@ -16,7 +16,6 @@ from corel_annotate.runtime.annotator import Annotator
 from corel_annotate.runtime.dataset import CorelDataset
 from corel_annotate.runtime.evaluation.metrics import annotation_metrics, label_sets_to_matrix
 from corel_annotate.runtime.bundle.manifest import load_manifest
-from corel_annotate.runtime.bundle.preprocess_config import PreprocessConfig
 from corel_annotate.runtime.preprocessing import preprocess_file
 from corel_annotate.training.checkpoint import model_from_checkpoint
 from corel_annotate.training.config import DecodingConfig
@@ -157,26 +156,69 @@ print(evaluate_bundle(Annotator.load({str(gcn)!r}), {str(synth_data)!r}).metrics
     assert mods.stdout.strip() == "False", mods.stderr
 
 
-def test_preprocessing_matches_the_torchvision_training_transform(synth_data):
+def reference_decode(path, size: int, decode: str):
+    """A photo decoded by the bundle format's decode rule written out in PIL calls (not through
+    runtime/preprocessing.py): ``draft`` lets libjpeg scale a JPEG down while decoding to the smallest
+    DCT scale that keeps both sides at or above ``size``, turns it upright by its EXIF orientation,
+    then shrinks by the largest whole factor that does the same (``Image.reduce``); ``full`` decodes
+    every pixel and only turns it upright."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as img:
+        if decode == "draft" and img.format in ("JPEG", "MPO"):   # MPO: a multi-picture JPEG
+            img.draft("RGB", (size, size))
+        rgb = ImageOps.exif_transpose(img).convert("RGB")
+    if decode == "draft":
+        factor = min(rgb.width // size, rgb.height // size)
+        if factor >= 2:
+            rgb = rgb.reduce(factor)
+    return rgb
+
+
+def test_preprocessing_matches_the_torchvision_training_transform(bundles, synth_data, tmp_path):
+    """The runtime's input for a photo equals torchvision's resize (and, as float, ToTensor and Normalize)
+    of the photo decoded independently by the bundle's own decode rule, on small synthetic photos and on
+    camera-size ones where draft decoding and reduction act."""
+    import dataclasses
+
     tv = pytest.importorskip("torchvision.transforms")
     from PIL import Image
 
-    from corel_annotate.runtime.preprocessing import load_image
-
+    pre = load_manifest(bundles["cnn"][1]).preprocess
+    size = pre.image_size
     paths = sorted((synth_data / "images").iterdir())[:5]
     shared = REPO.parent / "shared" / "datasets" / "miml-scenes" / "images"
     if shared.is_dir():
         paths += sorted(shared.iterdir())[:5]
-    config = PreprocessConfig(image_size=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    transform = tv.Compose([tv.Resize((224, 224), interpolation=tv.InterpolationMode.BILINEAR), tv.ToTensor(),
-                            tv.Normalize(config.mean, config.std)])
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 255, 1024 * 768 * 3).reshape(768, 1024, 3)
+    camera = Image.fromarray((0.7 * ramp + 0.3 * rng.integers(0, 256, ramp.shape)).astype(np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6   # held upright: turn 90 degrees clockwise
+    camera.save(tmp_path / "camera.jpg", quality=92, exif=exif.tobytes())
+    camera.save(tmp_path / "camera.png")
+    paths += [tmp_path / "camera.jpg", tmp_path / "camera.png"]
+    if pre.decode == "draft":   # the camera-size photos really take the short paths
+        for name, upright in (("camera.jpg", (768, 1024)), ("camera.png", (1024, 768))):
+            w, h = reference_decode(tmp_path / name, size, "draft").size
+            assert size <= min(w, h) and w * h <= upright[0] * upright[1] // 4 and (w > h) == (upright[0] > upright[1])
+    resize = tv.Resize((size, size), interpolation=tv.InterpolationMode.BILINEAR)
+    as_float = dataclasses.replace(pre, input_dtype="float32", layout="NCHW")
+    normalise = tv.Compose([tv.ToTensor(), tv.Normalize(pre.mean, pre.std)])
     for path in paths:
-        ours = preprocess_file(path, config)
-        reference = transform(load_image(path)).numpy()
-        assert ours.shape == reference.shape == (3, 224, 224)
+        resized = resize(reference_decode(path, size, pre.decode))
+        pixels = np.asarray(resized)
+        if pre.layout == "NCHW":
+            pixels = pixels.transpose(2, 0, 1)
+        ours = preprocess_file(path, pre)
+        assert ours.shape == pixels.shape == pre.input_shape
+        assert ours.dtype == (np.uint8 if pre.input_dtype == "uint8" else np.float32)
+        if pre.input_dtype == "uint8":
+            assert np.array_equal(ours, pixels), path
+        ours = preprocess_file(path, as_float)
+        reference = normalise(resized).numpy()
+        assert ours.shape == reference.shape == (3, size, size)
         assert np.max(np.abs(ours - reference)) < 1e-5, path
-        with Image.open(path) as raw:
-            assert raw.format == "JPEG"
 
 
 def test_openvino_bf16_is_explicit_recorded_and_close(bundles, pixels):

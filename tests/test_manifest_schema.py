@@ -278,6 +278,9 @@ def test_any_replaced_value_is_accepted_or_refused_cleanly(manifest, data):
     broken = copy.deepcopy(manifest)
     set_path(broken, path, junk)
     try:
-        BundleManifest.from_dict(broken, SOURCE)
+        parsed = BundleManifest.from_dict(broken, SOURCE)
     except ValueError as exc:
         assert str(exc).startswith(SOURCE) and "\n" not in str(exc)
+    else:   # the schema is the contract: the loader never accepts what it refuses, and what it accepts it keeps
+        assert VALIDATOR.is_valid(broken), (path, junk, next(VALIDATOR.iter_errors(broken)).message)
+        assert BundleManifest.from_dict(json.loads(parsed.to_json()), SOURCE) == parsed

@@ -29,14 +29,44 @@ def test_neighbour_cooccurrence_counts_linked_nearest_neighbours():
     assert neighbour_cooccurrence(vectors, linked) == 1.0
 
 
+def nearest_neighbour_linked(vectors: np.ndarray, linked: np.ndarray) -> float:
+    """The share of rows whose nearest other row (cosine) is linked to it, by brute force."""
+    n = len(vectors)
+    hits = 0
+    for i in range(n):
+        cos = [float(vectors[i] @ vectors[j] / (np.linalg.norm(vectors[i]) * np.linalg.norm(vectors[j])))
+               if j != i else -np.inf for j in range(n)]
+        j = int(np.argmax(cos))
+        hits += bool(linked[i, j] or linked[j, i])
+    return hits / n
+
+
 def test_embeddings_plot_for_ml_gcn(bundles, tmp_path):
+    """The figure is written, and the shares it reports are those counted here from the checkpoint's own
+    label embeddings, classifiers and label graph."""
+    import re
+
+    import torch
+
+    from corel_annotate.training.checkpoint import model_from_checkpoint
+
     ckpt, _ = bundles["ml-gcn"]
     out = tmp_path / "emb.png"
     result = CliRunner().invoke(app, ["embeddings", str(ckpt), "-o", str(out)])
     assert result.exit_code == 0, result.output
     with Image.open(out) as img:
-        assert img.width > img.height > 300
-    assert "nearest neighbour co-occurs" in result.output
+        assert img.format == "PNG" and img.width > img.height > 300
+    model, cfg = model_from_checkpoint(ckpt)
+    with torch.no_grad():
+        before = model.label_inputs.numpy()
+        after = model.label_classifiers().numpy()
+        graph = model.adjacency.numpy()
+    assert before.shape[0] == after.shape[0] == len(cfg.vocabulary) == 10
+    linked = (graph - np.diag(np.diag(graph))) > 0      # edges between different labels
+    text = " ".join(result.output.split())
+    reported = dict(re.findall(r"(before the GCN|after the GCN): (\d+)%", text))
+    assert reported == {"before the GCN": str(round(100 * nearest_neighbour_linked(before, linked))),
+                        "after the GCN": str(round(100 * nearest_neighbour_linked(after, linked)))}, text
 
 
 def test_embeddings_plot_refuses_a_model_without_gcn(bundles, tmp_path):

@@ -13,6 +13,15 @@ from corel_annotate.benchmarks.flops import graph_flops
 from corel_annotate.export.bundle import export_bundle
 from corel_annotate.runtime.annotator import Annotator
 from corel_annotate.runtime.evaluation.runner import evaluate_bundle
+from test_infer_cli import cpu_has_bf16
+
+
+def tensorrt_importable() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +31,32 @@ def lowered(bundles, tmp_path_factory):
     out = {p: export_bundle(ckpt, root / f"{p}.bundle", precision=p, log=lambda _m: None)[0] for p in ("int8", "fp16")}
     out["fp32"] = bundles["attention"][1]
     return out
+
+
+INT8_BUDGET = 0.01
+"""The advertised int8 budget: per-class F1 at most 0.01 below fp32 (docs/export.md, docs/performance.md)."""
+
+
+def split_targets(data) -> np.ndarray:
+    """The test split's multi-hot targets, read from the split file and the vocabulary directly."""
+    vocab = (data / "vocabulary.txt").read_text().split()
+    samples = json.loads((data / "test.json").read_text())["samples"]
+    targets = np.zeros((len(samples), len(vocab)), dtype=np.int64)
+    for i, sample in enumerate(samples):
+        targets[i, [vocab.index(label) for label in sample["image_labels"]]] = 1
+    return targets
+
+
+def hand_per_class_f1(targets: np.ndarray, label_ids) -> float:
+    """Per-class F1 as the papers define it: the F1 of the mean per-label precision and the mean per-label
+    recall (a label never predicted has precision 0)."""
+    predicted = np.zeros_like(targets)
+    for i, ids in enumerate(label_ids):
+        predicted[i, list(ids)] = 1
+    tp = (predicted * targets).sum(axis=0)
+    precision = np.mean([t / p if p else 0.0 for t, p in zip(tp, predicted.sum(axis=0), strict=True)])
+    recall = np.mean([t / g if g else 0.0 for t, g in zip(tp, targets.sum(axis=0), strict=True)])
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
 
 def op_types(path) -> set[str]:
@@ -36,9 +71,15 @@ def test_int8_bundle_is_quantised_and_close_to_fp32(lowered, synth_data):
     assert manifest["precision"] == "int8"
     fp32 = evaluate_bundle(Annotator.load(lowered["fp32"]), synth_data)
     int8 = evaluate_bundle(Annotator.load(lowered["int8"]), synth_data)
+    assert len(fp32.annotations) == len(int8.annotations) == len(split_targets(synth_data)) > 0
     agree = np.mean([set(a.label_ids) == set(b.label_ids) for a, b in zip(fp32.annotations, int8.annotations)])
     assert agree > 0.7
-    assert int8.metrics.per_class_f1 > fp32.metrics.per_class_f1 - 0.1
+    # F1 computed here from the two bundles' label sets on the test photos, against the advertised budget
+    targets = split_targets(synth_data)
+    f1_fp32 = hand_per_class_f1(targets, [a.label_ids for a in fp32.annotations])
+    f1_int8 = hand_per_class_f1(targets, [a.label_ids for a in int8.annotations])
+    assert f1_fp32 > 0.5, "the fp32 bundle has learnt the synthetic labels"
+    assert f1_int8 >= f1_fp32 - INT8_BUDGET, (f1_fp32, f1_int8)
 
 
 def test_int8_export_is_accuracy_controlled_on_the_validation_photos(lowered, bundles):
@@ -47,12 +88,34 @@ def test_int8_export_is_accuracy_controlled_on_the_validation_photos(lowered, bu
     from corel_annotate.export.int8_accuracy import validation_set
     from corel_annotate.training.checkpoint import load_checkpoint
 
+    from corel_annotate.export.int8_accuracy import DEFAULT_MAX_DROP
+    from corel_annotate.runtime.dataset import CorelDataset
+    from corel_annotate.runtime.preprocessing import preprocess_file
+    from corel_annotate.training.data import validation_split
+
     report = json.loads((lowered["int8"] / "manifest.json").read_text())["source"]["int8"]
     cfg, _ = load_checkpoint(bundles["attention"][0])
     assert report["method"] == "nncf accuracy control"
     assert report["validation_images"] == cfg.data["val_images"] == len(validation_set(cfg).images)
-    assert report["max_drop"] == 0.01
-    assert report["int8_per_class_f1"] >= report["fp32_per_class_f1"] - 0.01
+    assert DEFAULT_MAX_DROP == report["max_drop"] == INT8_BUDGET
+    # the validation photos the training run held out, run through both bundles here, F1 counted here
+    train = CorelDataset(cfg.data["dir"]).read("train")
+    vocab = json.loads((lowered["fp32"] / "manifest.json").read_text())["vocabulary"]
+    val_idx, _ = validation_split(len(train.samples), cfg.train.val_fraction, cfg.train.seed)
+    assert len(val_idx) == report["validation_images"] > 0
+    targets = np.zeros((len(val_idx), len(vocab)), dtype=np.int64)
+    for row, i in enumerate(val_idx):
+        targets[row, [vocab.index(label) for label in train.samples[i].labels]] = 1
+    f1 = {}
+    for precision in ("fp32", "int8"):
+        annotator = Annotator.load(lowered[precision], device="cpu")
+        images = np.stack([preprocess_file(train.samples[i].path, annotator.preprocess_config) for i in val_idx])
+        ids = [a.label_ids for k in range(0, len(images), 16) for a in annotator.annotate_batch(images[k:k + 16])]
+        f1[precision] = hand_per_class_f1(targets, ids)
+    assert f1["fp32"] > 0.5, "the fp32 bundle has learnt the synthetic labels"
+    assert f1["int8"] >= f1["fp32"] - INT8_BUDGET, f1
+    # and the int8 figure the exporter recorded is what this bundle scores
+    assert report["int8_per_class_f1"] == pytest.approx(f1["int8"], abs=1e-6), (report, f1)
 
 
 def test_int8_validation_split_is_the_training_runs(bundles, synth_data):
@@ -91,12 +154,40 @@ def test_fp16_bundle_keeps_the_fp32_interface(lowered, synth_data):
     assert agree > 0.95
 
 
-def test_encoder_flops_match_a_hand_count_for_a_known_layer(bundles):
+def hand_count_graph(path) -> None:
+    """A graph whose multiply-adds are counted by hand: a strided Conv with "same" padding (sizes known only at
+    run time), a depthwise Conv, a Flatten, a MatMul and a Gemm with transB, batch left free."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name) for name, shape in
+             (("w1", (8, 3, 3, 3)), ("w2", (8, 1, 3, 3)), ("w3", (8 * 8 * 8, 10)), ("w4", (4, 10)), ("b4", (4,)))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], strides=[2, 2], auto_pad="SAME_UPPER"),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], group=8, pads=[1, 1, 1, 1]),
+             helper.make_node("Flatten", ["c2"], ["f"]),
+             helper.make_node("MatMul", ["f", "w3"], ["m"]),
+             helper.make_node("Gemm", ["m", "w4", "b4"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "hand", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 15, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+
+
+def test_flops_match_a_hand_count(tmp_path):
+    hand_count_graph(tmp_path / "hand.onnx")
+    # per photo, 2 FLOPs per multiply-add:
+    #   Conv 3->8, 3x3, stride 2, "same": 15x16 -> 8x8 outputs, each 3*3*3 multiply-adds: 2 * 8*8*8 * 27 = 27648
+    #   depthwise Conv, 8 groups of one channel, 3x3, pad 1: 8x8 kept,  each 1*3*3:        2 * 8*8*8 * 9  =  9216
+    #   MatMul [512] x [512, 10]:                                                          2 * 10 * 512   = 10240
+    #   Gemm [10] x [4, 10]^T:                                                             2 * 4 * 10     =    80
+    per_photo = 27648 + 9216 + 10240 + 80
+    assert graph_flops(tmp_path / "hand.onnx", batch=1) == per_photo == 47184
+    assert graph_flops(tmp_path / "hand.onnx", batch=3) == 3 * per_photo
+
+
+def test_encoder_flops_scale_with_the_batch(bundles):
     flops = graph_flops(bundles["cnn"][1] / "encoder.onnx", batch=1)
-    flops2 = graph_flops(bundles["cnn"][1] / "encoder.onnx", batch=2)
-    assert flops2 == pytest.approx(2 * flops)
-    stem = 2 * 64 * 64 * 32 * 3 * 3 * 3
-    assert flops > stem * 10
+    assert flops > 0 and graph_flops(bundles["cnn"][1] / "encoder.onnx", batch=2) == pytest.approx(2 * flops)
 
 
 def test_corel_bench_latency_writes_table_chart_and_json(bundles, synth_data, tmp_path):
@@ -107,23 +198,25 @@ def test_corel_bench_latency_writes_table_chart_and_json(bundles, synth_data, tm
                                             "--repeats", "2", "--warmup", "1"])
     assert result.exit_code == 0, result.output
     data = json.loads((out / "latency.json").read_text())
-    from corel_annotate.runtime.engines.openvino_session import cpu_precisions
-
+    notes = [r for r in data["rows"] if r.get("note")]
+    if tensorrt_importable():   # measured rows (below), and no excuse
+        assert not any(r["variant"].startswith("tensorrt") for r in notes), notes
+    else:
+        assert [(r["variant"], r["note"].split(" (")[0]) for r in notes] == \
+            [("tensorrt", "TensorRT is not installed on this machine")]
     measured = {(r["variant"], r["batch"]) for r in data["rows"] if not r.get("note")}
     openvino = ["openvino-fp32", "openvino-fp32-openvino-step", "openvino-fp32-float-input", "openvino-int8"] + \
-        (["openvino-bf16", "openvino-bf16-openvino-step", "openvino-bf16-float-input"] if "bf16" in cpu_precisions() else [])
+        (["openvino-bf16", "openvino-bf16-openvino-step", "openvino-bf16-float-input"] if cpu_has_bf16() else [])
     runtime = ["runtime-fp32", "runtime-fp32-float-input", "runtime-int8"]
-    assert measured == {(v, b) for v in ["pytorch-eager", *runtime, *openvino] for b in (1, 2)}
+    tensorrt = ["tensorrt-fp32", "tensorrt-fp16"] if tensorrt_importable() else []
+    assert measured == {(v, b) for v in ["pytorch-eager", *runtime, *openvino, *tensorrt] for b in (1, 2)}
     # the float-input twin: the same checkpoint exported with format 3's normalised input, timed beside
     assert json.loads((out / "attention.fp32-float-input.bundle" / "manifest.json").read_text())["preprocess"]["input_dtype"] == "float32"
     assert set(data["stages"]) >= {"runtime-fp32", "runtime-fp32-float-input"}
     for row in data["rows"]:   # the public API, one call per photo, at batch 1 of the runtime's rows only
         if not row.get("note"):
             assert (row["api_ms"] is not None) == (row["batch"] == 1 and row["variant"] != "pytorch-eager")
-            if row["api_ms"]:
-                assert row["api_ms"]["median"] > row["encoder_ms"]["median"]
     assert "| runtime-fp32-float-input | " in (out / "latency.md").read_text().split("`Annotator.annotate` ms/photo")[1]
-    assert any(r["variant"] == "tensorrt" for r in data["rows"])
     for row in data["rows"]:
         if not row.get("note"):
             assert set(row["end_to_end_ms"]) == {"greedy", "beam3"}

@@ -213,10 +213,24 @@ def test_second_server_on_the_same_ports_and_bad_bundles_exit_2(server, bundles,
     assert server.get("/v2/health/ready") == 200
 
 
+def pending_requests(server: Server, model: str) -> float:
+    """The requests Triton has received for ``model`` and not yet finished with (its Prometheus gauge
+    ``nv_inference_pending_request_count``: queued, not yet handed back)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.ports[2]}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("nv_inference_pending_request_count{") and f'model="{model}"' in line]
+    assert values, f"no nv_inference_pending_request_count for {model} in /metrics"
+    return sum(values)
+
+
 def test_sigterm_drains_requests_in_flight(server, photos):
-    """Last in this module: it stops the module's server."""
+    """Last in this module: it stops the module's server.  SIGTERM goes out only once the server's own
+    metrics show requests it has received and not answered (six requests of eight photos at beam 5 do not
+    fit one batch of 32, so some wait while the first batch runs); every one of them is still answered."""
     good = sorted(p for p in photos.iterdir() if p.suffix == ".jpeg")
     results: list = []
+    assert pending_requests(server, "attention") == 0
 
     def send(i: int) -> None:
         client = tritonclient_http.InferenceServerClient(server.url.split("//")[1], network_timeout=120)
@@ -233,10 +247,18 @@ def test_sigterm_drains_requests_in_flight(server, photos):
     threads = [threading.Thread(target=send, args=(i,)) for i in range(6)]
     for t in threads:
         t.start()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 120
+    while (in_flight := pending_requests(server, "attention")) == 0:
+        assert len(results) < 6, "every request was answered before one was seen in flight"
+        assert time.monotonic() < deadline, "no request reached the server"
+        time.sleep(0.005)
+    answered = len(results)
     server.proc.send_signal(signal.SIGTERM)
+    assert answered < 6 and in_flight >= 1
     for t in threads:
         t.join(timeout=120)
     assert server.proc.wait(timeout=90) == 0
+    output = server.proc.stdout.read()
+    assert "stopping: finishing the requests in flight" in output, output[-2000:]
     assert len(results) == 6
-    assert all(isinstance(r, np.ndarray) and not any(r.reshape(-1)) for r in results), results
+    assert all(isinstance(r, np.ndarray) and r.shape == (8, 1) and not any(r.reshape(-1)) for r in results), results

@@ -174,12 +174,45 @@ def test_resume_skips_finished_images(data: Path, augmented: tuple[Path, dict], 
         assert (out / "images" / name).read_bytes() == (augmented[0] / "images" / name).read_bytes()
 
 
-def test_augmentation_sheet(data: Path, augmented: tuple[Path, dict], tmp_path: Path) -> None:
+def _colour_centre(sheet: np.ndarray, colour: tuple[int, int, int]) -> tuple[int, float, float]:
+    """How many pixels of the sheet have ``colour`` (within JPEG's error), and their mean x and y."""
+    near = np.all(np.abs(sheet.astype(np.int64) - np.asarray(colour)) <= 6, axis=2)
+    ys, xs = np.nonzero(near)
+    return int(near.sum()), float(xs.mean()) if len(xs) else -1.0, float(ys.mean()) if len(ys) else -1.0
+
+
+def test_augmentation_sheet(data: Path, tmp_path: Path) -> None:
+    """Generated images each of one flat colour, so the sheet can be read back: each is drawn in its source
+    photo's row, in order of k; one without a training photo and rows beyond ``rows`` are left out."""
     from corel_annotate.training.plots import augmentation_sheet
 
-    png = augmentation_sheet(data, augmented[0], tmp_path / "sheet.png", rows=6)
-    with Image.open(png) as im:
-        assert im.format == "PNG" and im.size[0] > im.size[1] > 0
+    sources = CorelDataset(data).read("train").samples
+    first, second = (Path(s.image_name).stem for s in sources[:2])
+    aug = tmp_path / "aug"
+    (aug / "images").mkdir(parents=True)
+    colours = {f"{first}_gan_1.jpeg": (230, 20, 30), f"{first}_gan_0.jpeg": (20, 40, 230),
+               f"{second}_gan_0.jpeg": (20, 220, 40), "not-a-training-photo_gan_0.jpeg": (230, 20, 230)}
+    for name, colour in colours.items():
+        Image.new("RGB", (48, 32), colour).save(aug / "images" / name, quality=95)
+    (aug / "train_aug.json").write_text(json.dumps({"samples": [{"image_name": n, "image_labels": ["x"]}
+                                                                for n in colours]}))
+    with Image.open(augmentation_sheet(data, aug, tmp_path / "sheet.png", rows=6)) as im:
+        assert im.format == "PNG"
+        sheet = np.asarray(im.convert("RGB"))
+    (n1, x1, y1), (n0, x0, y0), (m0, xm, ym), (stray, _, _) = (_colour_centre(sheet, c) for c in colours.values())
+    assert min(n0, n1, m0) > 1000, (n0, n1, m0)
+    assert stray == 0, "a generated image without its training photo is not drawn"
+    assert x0 < x1 and abs(y0 - y1) < 5, "one row per source photo, its generated images in order of k"
+    assert ym > y0 + 50 and abs(xm - x0) < 5, "the second photo's generated image starts the next row"
+    with Image.open(augmentation_sheet(data, aug, tmp_path / "one.png", rows=1)) as im:
+        one = np.asarray(im.convert("RGB"))
+    assert _colour_centre(one, colours[f"{second}_gan_0.jpeg"])[0] == 0 and _colour_centre(one, colours[f"{first}_gan_0.jpeg"])[0] > 1000
+    with pytest.raises(ValueError, match="rows must be at least 1"):
+        augmentation_sheet(data, aug, tmp_path / "none.png", rows=0)
+    (aug / "train_aug.json").write_text(json.dumps({"samples": [{"image_name": "not-a-training-photo_gan_0.jpeg",
+                                                                 "image_labels": ["x"]}]}))
+    with pytest.raises(ValueError, match="no generated image matches a training image"):
+        augmentation_sheet(data, aug, tmp_path / "none.png")
 
 
 def test_cli_missing_data_dir_exits_2(tmp_path: Path) -> None:

@@ -75,8 +75,13 @@ def load_checkpoint(path: str | Path) -> tuple[CheckpointConfig, dict[str, Any]]
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds
-        first = one_line(exc)
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        # the safe unpickler's own reason ("... unsupported GLOBAL posix.system ...", "Unsupported operand
+        # 110"), not torch's advice to load with weights_only=False, which this refusal exists to prevent
+        reasons = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line or line.strip().startswith("Unsupported ")]
+        first = reasons[0] if reasons else one_line(exc)
+        # torch names weights_only in every failure of the safe unpickler; a global it will not import
+        # is what marks a pickle that needs code (a text or truncated file is merely unreadable)
+        if "GLOBAL" in str(exc):
             raise ValueError(f"{path}: refused, the file holds pickled objects beyond tensors ({first[:200]})") from exc
         raise ValueError(f"{path}: not a readable checkpoint ({first[:200]})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -5,12 +5,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from corel_annotate.runtime.cli import console, fail, log
+from corel_annotate.runtime.cli import DefaultCommandGroup, console, fail, log
 
-app = typer.Typer(add_completion=False, help=__doc__)
+app = typer.Typer(add_completion=False, help=__doc__, cls=DefaultCommandGroup)
 
 
-@app.command()
+@app.command("bundle")
 def main(
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by corel-train."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle directory (default: CHECKPOINT with .bundle)."),
@@ -42,6 +42,8 @@ def main(
     manifest.json with the sha256 of every file.
 
     Exit codes: 0 exported, 2 bad input or parity failure (nothing is written), 1 unexpected failure.
+
+    Also: `corel-export conformance DIR` writes the conformance kit.
     """
     from ..bundle import export_bundle
     from ..tensorrt import EngineSettings
@@ -61,3 +63,21 @@ def main(
 
 if __name__ == "__main__":
     app()
+
+
+@app.command("conformance")
+def conformance(
+    out: Path = typer.Argument(..., help="The kit's folder (kit.json, bundles/, photos/)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing folder."),
+) -> None:
+    """Write the conformance kit: small bundles of known graphs (a pixel probe, score rules, a recurrent
+    decoder under every decoding rule), photos for every pixel rule, and the records a conforming
+    runtime must write, from PyTorch and exhaustive search. Run a runtime on it with
+    `corel-eval conformance DIR --runtime CMD`. Exit codes: 0 written, 2 bad input."""
+    from ..conformance.kit import write_kit
+
+    try:
+        kit = write_kit(out, force=force, log=log)
+    except ValueError as exc:
+        fail(str(exc))
+    console.print(f"wrote {out}: {len(kit.runs)} bundles, {len(kit.cases)} cases", highlight=False, markup=False)

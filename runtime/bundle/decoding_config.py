@@ -33,11 +33,19 @@ class DecodingConfig:
     """
 
     beam_width: int = 1
+    """1: greedy search; K > 1: beam search with K live hypotheses per photo."""
     max_len: int = 5
+    """At most this many labels: after ``max_len`` labels only stop may follow."""
     min_labels: int = 1
+    """Stop is masked until this many labels were emitted (0 allows an empty annotation); at most
+    ``max_len``."""
     forbid_repeat: bool = True
+    """A hypothesis never emits a label twice: the labels it emitted are masked."""
     length_penalty: float = 0.0
+    """alpha: a finished hypothesis ranks by its summed log-probability divided by ``normaliser(n)``,
+    ``n`` counting its tokens including stop; 0 ranks by the plain sum."""
     length_penalty_formula: LengthPenaltyFormula = "n^alpha"
+    """The normaliser: ``n^alpha`` is ``n ** alpha``; ``gnmt`` is ``((5 + n) / 6) ** alpha``."""
 
     def __post_init__(self) -> None:
         for name in ("beam_width", "max_len", "min_labels"):

@@ -39,8 +39,12 @@ class TensorSpec:
     """One graph input or output: name, element type and shape (strings name dynamic axes)."""
 
     name: str
+    """The tensor's name in the ONNX graph."""
     dtype: Literal["float32", "float16", "int64", "uint8"]
+    """Its element type, as the graph declares it."""
     shape: tuple[int | str, ...]
+    """One entry per axis: an integer is a fixed size, a string names a dynamic axis (the first axis,
+    the batch, is dynamic in every graph ``corel-export`` writes)."""
 
 
 @dataclass(frozen=True)
@@ -48,8 +52,13 @@ class GraphSpec:
     """One ONNX file and its interface."""
 
     file: str
+    """The ONNX file: a plain name inside the bundle folder (no folder part, no leading dot), with its
+    sha256 in ``files``."""
     inputs: tuple[TensorSpec, ...]
+    """Every input of the graph, in the graph's order, each name once."""
     outputs: tuple[TensorSpec, ...]
+    """Every output of the graph, in the graph's order, each name once; a runtime fetches those the
+    manifest's sections name."""
 
     def input_names(self) -> list[str]:
         return [t.name for t in self.inputs]
@@ -68,10 +77,18 @@ class ScoringSpec:
     cap), and the ``min_labels`` best-scored labels are kept when fewer reach their thresholds."""
 
     logits_output: str
+    """The encoder output ``[batch, head labels]`` holding one logit per label (head labels:
+    ``memory.head_labels`` with a memory, else every label)."""
     thresholds: tuple[float, ...]
+    """One threshold per label, in [0, 1]: a label is kept when its score reaches it (``>=``, in
+    float32)."""
     top_k: int | None = None
+    """At most this many labels per photo (null: no cap); ``min_labels`` wins over it."""
     min_labels: int = 0
+    """When fewer labels than this are kept (after ``top_k``), the photo gets its ``min_labels``
+    best-ranked labels instead."""
     activation: Literal["sigmoid"] = "sigmoid"
+    """How a logit becomes a score: ``sigmoid``, 1 / (1 + exp(-logit))."""
 
     @property
     def config(self) -> ScoringConfig:
@@ -91,13 +108,26 @@ class SequenceSpec:
     ``attention_output`` ``[R, P]`` holds attention weights over feature positions."""
 
     token_input: str
+    """The decoder_step input ``[rows]`` int64 holding each row's previous token (``start_id`` at the
+    first step)."""
     log_probs_output: str
+    """The decoder_step output ``[rows, labels + 1]``: the log-probability of each label ``0..V-1``,
+    then of stop."""
     state: dict[str, str]
+    """The recurrent state: decoder_step output -> the decoder_step input it feeds at the next step. At
+    the first step each of these inputs reads the encoder output of its own name."""
     start_id: int
+    """The start token: the number of labels plus one (``V + 1``)."""
     stop_id: int
+    """The stop token: the number of labels (``V``), the last column of ``log_probs_output``."""
     decoding: DecodingConfig
+    """The search rules: greedy or beam search, the masks and the length penalty."""
     constants: tuple[str, ...] = ()
+    """decoder_step inputs read once from the encoder output of the same name (one row per photo) and
+    fed unchanged at every step, to every row of that photo."""
     attention_output: str | None = None
+    """An optional decoder_step output ``[rows, positions]`` of attention weights; informational (a
+    runtime may report it)."""
 
 
 @dataclass(frozen=True)
@@ -119,13 +149,24 @@ class MemorySpec:
       in proportion to the image's memory scores (kNN-LM); ``weight`` 0 leaves decoding unchanged."""
 
     embedding_output: str
+    """The encoder output ``[batch, D]`` (the L2-normalised embedding) that is the memory graph's only
+    input."""
     scores_output: str
+    """The memory graph output ``[batch, V]``: each label's memory score, in [0, 1]."""
     k: int
+    """How many most similar examples the memory graph keeps; baked into the graph, informational."""
     temperature: float
+    """The softmax temperature over those examples' cosine similarities; baked into the graph,
+    informational."""
     weight: float
+    """How much of the memory's scores a runtime mixes into the bundle's own (0: none)."""
     examples: int
+    """How many labelled examples the memory graph stores; informational."""
     head_labels: int
+    """How many labels the encoder's logits cover: the first ``head_labels`` of the vocabulary (all of
+    them in a sequence bundle); the memory alone scores the rest."""
     graph: Literal["memory"] = "memory"
+    """The memory graph's name in ``graphs``: always ``memory``."""
 
 
 @dataclass(frozen=True)
@@ -136,21 +177,44 @@ class BundleManifest:
     of every file.  ``source`` (the method and checkpoint that made it) is informational."""
 
     kind: Literal["scores", "sequence"]
+    """``scores``: the encoder's logits give the labels; ``sequence``: the decoder_step graph emits them
+    one at a time."""
     vocabulary: tuple[str, ...]
+    """The labels in id order (a label's id is its position): each non-empty, without white space,
+    unique, and neither ``start`` nor ``stop``."""
     preprocess: PreprocessConfig
+    """How a photo becomes the encoder's input."""
     image_input: str
+    """The name of the encoder's only input."""
     graphs: dict[str, GraphSpec]
+    """The graphs by role: ``encoder`` always, ``decoder_step`` in a sequence bundle, ``memory`` with a
+    ``memory`` section, and no other."""
     scoring: ScoringSpec | None = None
+    """Kind ``scores`` only (and then required): how labels are chosen from the logits."""
     sequence: SequenceSpec | None = None
+    """Kind ``sequence`` only (and then required): how the decoder step is fed and searched."""
     memory: MemorySpec | None = None
+    """The optional label memory (format 3 and later)."""
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    """What the export reduced the graphs to; informational: a runtime runs the graphs with the tensor
+    types they declare."""
     opset: int = 17
+    """The ONNX opset (default domain) the graphs use; a runtime that cannot run it refuses the bundle."""
     versions: dict[str, str] = field(default_factory=dict)
+    """The versions of the libraries that wrote the bundle; informational."""
     files: dict[str, str] = field(default_factory=dict)
+    """The sha256 (64 lower-case hex digits) of every file of the bundle by its plain name; a runtime
+    verifies each before running any graph."""
     source: dict[str, Any] = field(default_factory=dict)
+    """How the bundle was made (method, checkpoint, measurements); informational, it never changes what
+    a runtime does."""
     engines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Optional prebuilt engines (TensorRT plans) by graph name: each names its ``file`` and the
+    settings it was built with. A runtime may use them and must run without them."""
     format: str = FORMAT
+    """Always ``corel-annotate/bundle``."""
     format_version: int = FORMAT_VERSION
+    """The version of this format the manifest follows; a reader of version 4 reads versions 2, 3 and 4."""
 
     @property
     def is_sequence(self) -> bool:

@@ -9,6 +9,7 @@ RESIZE_RULES = ("stretch",)
 DECODE_RULES = ("full", "draft")
 INTERPOLATIONS = ("bilinear", "bicubic")
 LAYOUTS = ("NCHW", "NHWC")
+CHANNEL_ORDERS = ("RGB",)
 INPUT_DTYPES = ("float32", "uint8")
 
 
@@ -35,15 +36,30 @@ class PreprocessConfig:
     """
 
     image_size: int = 224
+    """The side of the square the photo is resized to, in pixels (at least 8)."""
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    """The mean subtracted from each channel after ``scale``, in R, G, B order."""
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    """The standard deviation each channel is then divided by, in R, G, B order; each above 0."""
     resize: str = "stretch"
+    """``stretch``: the whole photo to ``image_size x image_size``, without cropping (the aspect ratio
+    is not kept)."""
     interpolation: str = "bilinear"
+    """The resize filter: ``bilinear`` or ``bicubic``, antialiased when downscaling (Pillow's
+    resampling)."""
     channel_order: str = "RGB"
+    """``RGB``: channel 0 is red, then green, then blue (the only order)."""
     layout: str = "NCHW"
+    """The axes of the encoder's input: ``NCHW`` (``[batch, 3, size, size]``) or ``NHWC`` (``[batch,
+    size, size, 3]``)."""
     scale: float = field(default=1.0 / 255.0)
+    """What each 8-bit value is multiplied by before ``mean`` is subtracted (1/255: values in [0, 1])."""
     decode: str = "full"
+    """``full``: every pixel of the photo is decoded; ``draft``: a JPEG is decoded at a reduced DCT
+    scale, then any photo box-reduced, keeping both sides at least ``image_size``."""
     input_dtype: str = "float32"
+    """``float32``: the runtime normalises and feeds float32; ``uint8``: the runtime feeds the resized
+    8-bit values and the encoder graph normalises (format 4)."""
 
     def __post_init__(self) -> None:  # rule: preprocess
         if self.image_size < 8:
@@ -54,6 +70,9 @@ class PreprocessConfig:
             raise ValueError(f"unknown decode rule {self.decode!r}; known: {', '.join(DECODE_RULES)}")
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"unknown interpolation {self.interpolation!r}")
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"unknown channel order {self.channel_order!r}; known: {', '.join(CHANNEL_ORDERS)} "
+                             "(mean and std are given in that order)")
         if self.layout not in LAYOUTS:
             raise ValueError(f"unknown layout {self.layout!r}; known: {', '.join(LAYOUTS)}")
         if self.input_dtype not in INPUT_DTYPES:

@@ -45,8 +45,9 @@ RULES: tuple[Rule, ...] = (
     Rule("format", "format is the bundle format and format_version one the runtime reads"),
     Rule("vocabulary", "labels are non-empty, without white space, unique, and not the decoder's reserved names"),
     Rule("preprocess", "image_size at least 8; a known resize rule, decode rule, interpolation, layout and input "
-                       "dtype; std positive",
+                       "dtype; channel_order RGB; std positive",
          (SchemaBound("PreprocessConfig", "image_size", {"minimum": 8}),
+          SchemaBound("PreprocessConfig", "channel_order", {"enum": ["RGB"]}),
           SchemaBound("PreprocessConfig", "layout", {"enum": ["NCHW", "NHWC"]}),
           SchemaBound("PreprocessConfig", "input_dtype", {"enum": ["float32", "uint8"]}),
           SchemaBound("PreprocessConfig", "resize", {"enum": ["stretch"]}),

@@ -8,6 +8,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -51,6 +52,17 @@ class Format(str, Enum):
     jsonl = "jsonl"
     csv = "csv"
     json = "json"
+
+
+class DefaultCommandGroup(TyperGroup):
+    """A script with a main command and a few named ones (``corel-eval conformance KIT``): anything
+    that does not start with a command's name goes to the first command, so ``corel-eval --model B``
+    and ``corel-eval --help`` stay what they were."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        if not args or args[0] not in self.commands:
+            args = [next(iter(self.commands)), *args]
+        return super().parse_args(ctx, args)
 
 
 def progress_bar(total: int, enabled: bool) -> Progress:

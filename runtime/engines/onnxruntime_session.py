@@ -13,6 +13,7 @@ DEVICES = {
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
+PROVIDER_DEVICES = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "tensorrt"}
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(float16)": "float16", "tensor(uint8)": "uint8"}
 _warned: set[str] = set()
 
@@ -29,6 +30,14 @@ def providers_for(device: str) -> list[str]:
         print(f"warning: --device {device}: onnxruntime has no {wanted[0]} (install corel-annotate[gpu] on an "
               f"NVIDIA machine); running on {chosen[0]}", file=sys.stderr)
     return chosen
+
+
+def session_device(session, requested: str) -> str:
+    """The device an onnxruntime session really runs on (its first provider): ``cpu`` where ``requested``
+    fell back for want of its provider; ``requested`` for sessions of other engines."""
+    if isinstance(session, ort.InferenceSession):
+        return PROVIDER_DEVICES.get(session.get_providers()[0], requested)
+    return requested
 
 
 def create_session(path: Path, spec: GraphSpec, device: str = "cpu", threads: int = 0,

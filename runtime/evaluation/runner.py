@@ -25,6 +25,8 @@ class EvalResult:
 def evaluate_bundle(annotator: Annotator, data_dir: str | Path, split: str = "test", beam_width: int | None = None,
                     batch_size: int = 16, progress: Callable[[int], None] | None = None) -> EvalResult:
     """Annotate every image of ``split`` and score the label sets (and, for score bundles, mAP)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size!r}")
     ds = CorelDataset(data_dir)
     if list(ds.vocabulary.labels) != list(annotator.vocabulary.labels):
         raise ValueError(f"{data_dir}/vocabulary.txt differs from the bundle's vocabulary")

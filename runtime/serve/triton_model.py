@@ -7,6 +7,8 @@ bundle (``beam_width``) or a scores one (``top_k``, ``threshold``), and from the
 attention maps can be asked for.  Everything here is numpy and the runtime; no Triton import."""
 from __future__ import annotations
 
+import threading
+
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -44,6 +46,13 @@ class BundleModel:
         self.outputs = model_outputs(annotator.has_attention)
         self._pool = ThreadPoolExecutor(max_workers=max(1, decode_threads), thread_name_prefix=f"{name}-decode")
         self.batch_sizes: list[int] = []
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+
+    @property
+    def busy(self) -> int:
+        """Batches this callable is answering now (a stopping server waits for 0)."""
+        return self._busy
 
     def warm_up(self) -> None:
         """Run one photo through every graph so the first request pays no compilation or allocation."""
@@ -83,6 +92,15 @@ class BundleModel:
             return {}, f"bad decoding options: {exc}"
 
     def __call__(self, requests: list) -> list[dict[str, np.ndarray]]:
+        with self._busy_lock:
+            self._busy += 1
+        try:
+            return self._answer(requests)
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
+
+    def _answer(self, requests: list) -> list[dict[str, np.ndarray]]:
         images: list[tuple[int, bytes]] = []
         missing: list[_Row] = []
         for r, request in enumerate(requests):

@@ -11,6 +11,8 @@ import socket
 import sysconfig
 import tempfile
 import threading
+import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -136,6 +138,32 @@ def _tensors(decls: list[TensorDecl]):
     return [Tensor(name=d.name, dtype=d.dtype, shape=d.shape, optional=d.optional) for d in decls]
 
 
+def pending_requests(config: ServeConfig) -> int:
+    """Requests Triton has received and not yet handed to a model (its ``nv_inference_pending_request_count``)."""
+    host = "127.0.0.1" if config.host in ("0.0.0.0", "") else ("::1" if config.host == "::" else config.host)
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{config.metrics_port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            text = response.read().decode("utf-8", "replace")
+    except OSError:
+        return 0
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.startswith("nv_inference_pending_request_count{"))
+
+
+def _drain(models: list[ServedModel], config: ServeConfig) -> int:
+    """Wait (up to ``drain_timeout_s``) until no request is queued in Triton or running in a model,
+    three polls in a row; what is still unanswered then (0: drained)."""
+    deadline = time.monotonic() + config.drain_timeout_s
+    quiet = 0
+    while True:
+        left = pending_requests(config) + sum(i.busy for m in models for i in m.instances)
+        quiet = quiet + 1 if left == 0 else 0
+        if quiet >= 3 or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
 def serve(models: list[ServedModel], config: ServeConfig, log: Callable[[str], None],
           stop: Optional[threading.Event] = None) -> None:
     """Bind the models, start Triton, and block until SIGTERM/SIGINT (or ``stop``); then stop
@@ -175,6 +203,9 @@ def serve(models: list[ServedModel], config: ServeConfig, log: Callable[[str], N
             if not triton.is_alive():
                 raise ValueError(f"the Triton server stopped unexpectedly; its log: {log_file}")
         log("stopping: finishing the requests in flight")
+        left = _drain(models, config)
+        if left:
+            log(f"stopping after {config.drain_timeout_s} s with {left} requests unanswered")
     finally:
         triton.stop()
         for model in models:
