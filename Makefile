@@ -15,7 +15,7 @@ WEB_STAMP := $(WEB)/vendor/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[train,dev,serve,ray]'
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[train,dev,serve,ray,openvino]'
 	touch $(STAMP)
 
 # onnxruntime-web and fflate (the page's zip of XMP sidecars) from npm, pinned by runtime/web/package-lock.json,

@@ -27,10 +27,14 @@ _EXPORTS = {
     "load_manifest": "corel_annotate.runtime.bundle.manifest",
     "DecodingConfig": "corel_annotate.runtime.bundle.decoding_config",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
+    if name == "__version__":   # the installed distribution's metadata (pyproject.toml's version)
+        from corel_annotate.__main__ import version
+
+        return version()
     raise AttributeError(f"module 'corel_annotate' has no attribute {name!r}")

@@ -13,6 +13,7 @@ import pytest
 import typer
 
 from conftest import REPO
+from corel_annotate.__main__ import BY_NAME
 from corel_annotate.runtime.cli import DefaultCommandGroup
 
 if sys.version_info >= (3, 11):
@@ -30,7 +31,8 @@ def scripts() -> dict[str, str]:
 
 
 def command_of(script: str):
-    module, attr = scripts()[script].split(":")
+    """The typer app behind a console script (each enters ``corel_annotate/__main__.py``, which names it)."""
+    module, attr = BY_NAME[script].app.split(":")
     return typer.main.get_command(getattr(importlib.import_module(module), attr))
 
 

@@ -52,3 +52,7 @@ def main(
                 time.sleep(3600)
         except KeyboardInterrupt:
             console.print("stopped")
+
+
+if __name__ == "__main__":
+    web_app()
