@@ -177,18 +177,41 @@ def test_torchrun_two_cpu_processes(synth_data, feature_cache, tmp_path):
 
 
 def test_finetune_trains_the_backbone(synth_data, tmp_path):
+    """End to end: the backbone changes; with --ema the weight average (not the raw weights) is validated and
+    saved; validation sees the photos through the current backbone, not features from before training."""
     import timm
+
+    from corel_annotate.training.data import validation_split
+    from corel_annotate.training.evaluation import evaluate, predict_features
+    from corel_annotate.training.features import compute_features
 
     initial = timm.create_model("resnet10t", pretrained=False).state_dict()
     weights = tmp_path / "resnet10t.pth"
     torch.save(initial, weights)
     out = tmp_path / "ft.ckpt"
     model_cfg = ModelConfig(method="cnn", num_labels=0, backbone="resnet10t", backbone_weights=str(weights))
-    train_cfg = TrainConfig(epochs=1, batch_size=32, image_size=64, device="cpu", freeze_backbone=False, workers=0)
-    train(synth_data, out, model_cfg, SequenceConfig(), DecodingConfig(), train_cfg, cache_dir=tmp_path / "c",
-          log=lambda _m: None, show_progress=False)
+    train_cfg = TrainConfig(epochs=2, batch_size=32, image_size=64, device="cpu", freeze_backbone=False, workers=0,
+                            ema=0.9, threshold_tuning="none")
+    cfg = train(synth_data, out, model_cfg, SequenceConfig(), DecodingConfig(), train_cfg, cache_dir=tmp_path / "c",
+                log=lambda _m: None, show_progress=False)
     _, payload = load_checkpoint(out)
     trained = payload["state_dict"]["backbone.conv1.0.weight"]
     assert trained.shape == initial["conv1.0.weight"].shape
     assert not torch.allclose(trained, initial["conv1.0.weight"])
     assert not (tmp_path / "c").exists(), "fine-tuning must not cache features"
+
+    _, last = load_checkpoint(last_path(out))
+    assert last["epoch"] == 1
+    if cfg.metrics["best_epoch"] == 2:
+        for key, value in payload["state_dict"].items():
+            assert torch.equal(value, last["ema_state"][key]), key
+    raw = last["state_dict"]["backbone.conv1.0.weight"]
+    assert not torch.allclose(raw, last["ema_state"]["backbone.conv1.0.weight"])
+
+    model, best = model_from_checkpoint(out)
+    split = CorelDataset(synth_data).read("train")
+    val_idx, _ = validation_split(len(split.samples), train_cfg.val_fraction, train_cfg.seed)
+    feats = compute_features(model, [split.samples[i].path for i in val_idx], best.preprocess)
+    targets = multi_hot(split.label_ids(CorelDataset(synth_data).vocabulary), len(best.vocabulary))[val_idx]
+    again = evaluate(predict_features(model, torch.from_numpy(feats), best.decode.greedy()), targets)
+    assert again.per_class_f1 == pytest.approx(best.metrics["val"]["per_class/f1"], abs=1e-6)

@@ -20,6 +20,9 @@ from corel_annotate.runtime.bundle.preprocess_config import PreprocessConfig
 from corel_annotate.runtime.preprocessing import INTERPOLATIONS, load_image
 
 
+CROP_ASPECTS = ("square", "photo")
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
     """How augmented views are drawn (torchvision's RandomResizedCrop rules plus a flip)."""
@@ -30,6 +33,9 @@ class AugmentConfig:
     ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
     flip: bool = True
     seed: int = 0
+    aspect: str = "square"
+    """``square``: crop aspect ratios in ``ratio`` (torchvision's rule); ``photo``: ``ratio`` times the
+    photo's own aspect, so a crop of a 3:2 landscape stays 3:2-ish and keeps its sky and water."""
 
     def __post_init__(self) -> None:
         if self.views < 0:
@@ -38,17 +44,25 @@ class AugmentConfig:
             raise ValueError("crop scales need 0 < min_scale <= max_scale <= 1")
         if not 0.0 < self.ratio[0] <= self.ratio[1]:
             raise ValueError("crop aspect ratios need 0 < low <= high")
+        if self.aspect not in CROP_ASPECTS:
+            raise ValueError(f"crop aspect {self.aspect!r}: choose {' or '.join(CROP_ASPECTS)}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields (``aspect`` only when not the original ``square``, so older feature caches stay valid)."""
+        fields = asdict(self)
+        if self.aspect == "square":
+            del fields["aspect"]
+        return fields
 
 
 def crop_box(width: int, height: int, cfg: AugmentConfig, rng: np.random.Generator) -> tuple[int, int, int, int]:
     """A random ``(left, top, right, bottom)`` covering ``min_scale..max_scale`` of the area.
 
-    Ten tries at a random area and log-uniform aspect ratio; if none fits, the whole image."""
+    Ten tries at a random area and log-uniform aspect ratio (relative to the photo's with
+    ``aspect="photo"``); if none fits, the whole image."""
     area = width * height
-    log_lo, log_hi = math.log(cfg.ratio[0]), math.log(cfg.ratio[1])
+    base = width / height if cfg.aspect == "photo" else 1.0
+    log_lo, log_hi = math.log(cfg.ratio[0] * base), math.log(cfg.ratio[1] * base)
     for _ in range(10):
         target = area * rng.uniform(cfg.min_scale, cfg.max_scale)
         aspect = math.exp(rng.uniform(log_lo, log_hi))

@@ -48,6 +48,7 @@ PRESETS = {
 }
 DEFAULT_PRESET = "fast"
 THRESHOLD_TUNINGS = ("balanced", "oof", "mcc", "f1", "none")
+AMP_MODES = ("off", "bf16")
 HEAD_ONLY_EPOCHS = 40  # default epochs with --backbone-from, where an epoch trains the head alone
 
 
@@ -145,6 +146,9 @@ class TrainConfig:
     augment_min_scale: float = 0.35
     backbone_from: str = ""
     decode: str = "draft"
+    amp: str = "off"
+    ema: float = 0.0
+    augment_aspect: str = "square"
 
     def __post_init__(self) -> None:
         self.augment_config()
@@ -162,11 +166,16 @@ class TrainConfig:
             raise ValueError(f"unknown threshold tuning {self.threshold_tuning!r}; choose {', '.join(THRESHOLD_TUNINGS)}")
         if self.folds < 2:
             raise ValueError("--folds: cross-fitting needs at least 2 folds")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"--amp {self.amp!r}: choose {' or '.join(AMP_MODES)}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"--ema {self.ema}: the averaging decay must be in [0, 1) (0: off)")
 
     def augment_config(self) -> AugmentConfig:
         """Random resized crops (area ``augment_min_scale``..1) and flips; ``augment_views`` cached
         views per training image with a frozen backbone, on the fly when fine-tuning (0: off)."""
-        return AugmentConfig(views=self.augment_views, min_scale=self.augment_min_scale, seed=self.seed)
+        return AugmentConfig(views=self.augment_views, min_scale=self.augment_min_scale, seed=self.seed,
+                             aspect=self.augment_aspect)
 
 
 @dataclass

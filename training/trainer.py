@@ -101,6 +101,33 @@ class _Run:
     feats_all: np.ndarray | None = None
     views: list = field(default_factory=list)
     fixed_inputs: dict = field(default_factory=dict)
+    ema: object | None = None
+    """``--ema``: timm's ModelEmaV3 over the model; validated, selected and saved instead of the raw weights."""
+    steps: int = 0
+
+
+@dataclass
+class _Validation:
+    """The validation photos' head inputs for a given model: from the feature cache when the backbone is
+    frozen (through any trainable top stages), recomputed through the current backbone when fine-tuning
+    (features cached before training would no longer be the ones the head sees)."""
+
+    run: _Run
+    cached: torch.Tensor | None
+    paths: list[Path]
+    targets: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return len(self.paths)
+
+    def inputs(self, model: AnnotationModel) -> torch.Tensor | None:
+        if not self.paths:
+            return None
+        if self.cached is not None:
+            return _head_inputs(model, self.cached)
+        cfg = self.run.train_cfg
+        return torch.from_numpy(compute_features(model, self.paths, self.run.preprocess, cfg.batch_size, self.run.device))
 
 
 def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceConfig, decode_cfg: DecodingConfig,
@@ -123,17 +150,19 @@ def _train(data_dir: Path, out: Path, model_cfg: ModelConfig, seq_cfg: SequenceC
                             scoring=None if run.model.is_sequence else ScoringConfig((0.5,) * len(run.ds.vocabulary)))
     start_epoch, best_score = 0, -1.0
     if resume:
-        start_epoch, best_score = _resume(last_path(out), run.model, optimizer, scheduler, ckpt, log)
+        start_epoch, best_score = _resume(last_path(out), run, optimizer, scheduler, ckpt, log)
+        run.steps = start_epoch * len(loader)
     paths = [s.path for s in run.data.train.samples]
-    val_feats = _split_features(run.model, run.feats_all, run.data.val_idx, paths, run.preprocess, train_cfg, device)
-    val_targets = run.data.targets[run.data.val_idx]
+    val = _Validation(run, None if run.feats_all is None else torch.from_numpy(
+                          np.ascontiguousarray(run.feats_all[run.data.val_idx])),
+                      [paths[i] for i in run.data.val_idx], run.data.targets[run.data.val_idx])
     for epoch in range(start_epoch, train_cfg.epochs):
         if stop_after is not None and epoch >= stop_after:
             return ckpt
-        best_score = _epoch(run, epoch, loader, sampler, generator, optimizer, scheduler, wrapped, ckpt, val_feats,
-                            val_targets, best_score)
+        best_score = _epoch(run, epoch, loader, sampler, generator, optimizer, scheduler, wrapped, ckpt, val,
+                            best_score)
     if dist_info.is_main:
-        _finish(run, ckpt, val_feats, val_targets)
+        _finish(run, ckpt, val)
     barrier(dist_info)
     return ckpt
 
@@ -246,10 +275,20 @@ def _optimiser(run: _Run, loader: DataLoader):
     if model.trainable_backbone_parameters():
         groups.append({"params": model.trainable_backbone_parameters(), "lr": train_cfg.backbone_lr})
     optimizer = torch.optim.Adam(groups, weight_decay=train_cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups],
-                                                    epochs=train_cfg.epochs, steps_per_epoch=max(1, len(loader)),
-                                                    pct_start=train_cfg.pct_start)
-    wrapped: nn.Module = LossModule(model, from_images=not train_cfg.freeze_backbone, head_inputs=run.adapted)
+    total = train_cfg.epochs * max(1, len(loader))
+    if total < 4:  # too few steps for a warm-up and an annealing phase: the peak rate throughout
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0)
+    else:  # each phase at least two steps (OneCycleLR divides by a phase's length less one)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups],
+                                                        epochs=train_cfg.epochs, steps_per_epoch=max(1, len(loader)),
+                                                        pct_start=min(max(train_cfg.pct_start, 2.0 / total),
+                                                                      1.0 - 2.0 / total))
+    wrapped: nn.Module = LossModule(model, from_images=not train_cfg.freeze_backbone, head_inputs=run.adapted,
+                                    amp=train_cfg.amp)
+    if train_cfg.ema > 0:
+        from timm.utils import ModelEmaV3
+
+        run.ema = ModelEmaV3(model, decay=train_cfg.ema, use_warmup=True)
     if run.dist.enabled:
         wrapped = DistributedDataParallel(wrapped, device_ids=[run.dist.local_rank] if run.device.startswith("cuda")
                                           else None)
@@ -257,10 +296,16 @@ def _optimiser(run: _Run, loader: DataLoader):
 
 
 def _epoch(run: _Run, epoch: int, loader: DataLoader, sampler, generator: torch.Generator, optimizer, scheduler,
-           wrapped: nn.Module, ckpt: CheckpointConfig, val_feats: torch.Tensor | None, val_targets: np.ndarray,
-           best_score: float) -> float:
-    """One epoch from its own seeds (so a resumed run matches), validation, the checkpoints; the best score."""
+           wrapped: nn.Module, ckpt: CheckpointConfig, val: _Validation, best_score: float) -> float:
+    """One epoch from its own seeds (so a resumed run matches), validation, the checkpoints; the best score.
+    With ``--ema`` the weight average is what is validated and saved as the best checkpoint."""
     model, train_cfg, device = run.model, run.train_cfg, run.device
+
+    def after_step() -> None:
+        run.steps += 1
+        if run.ema is not None:
+            run.ema.update(model, step=run.steps)
+
     t0 = time.perf_counter()
     generator.manual_seed(train_cfg.seed * 1000 + epoch)
     torch.manual_seed(train_cfg.seed * 1000 + epoch + 1)
@@ -269,12 +314,13 @@ def _epoch(run: _Run, epoch: int, loader: DataLoader, sampler, generator: torch.
     with _progress(run.show) as bar:
         task = bar.add_task(f"epoch {epoch + 1}/{train_cfg.epochs}", total=len(loader), status="")
         mean_loss = train_batches(model, wrapped, loader, optimizer, scheduler, train_cfg.grad_clip, device,
-                                  lambda loss: bar.update(task, advance=1, status=f"loss {loss:.4f}"))
+                                  lambda loss: bar.update(task, advance=1, status=f"loss {loss:.4f}"), after_step)
     record = {"epoch": epoch + 1, "train_loss": mean_loss, "seconds": 0.0}
+    kept = run.ema.module if run.ema is not None else model
     if run.dist.is_main:
-        if val_feats is not None:
-            metrics = evaluate(predict_features(model, _head_inputs(model, val_feats), ckpt.decode.greedy(),
-                                                ckpt.thresholds), val_targets)
+        if val.size:
+            metrics = evaluate(predict_features(kept, val.inputs(kept), ckpt.decode.greedy(), ckpt.thresholds),
+                               val.targets)
             record["val"] = metrics.to_dict()
         record["seconds"] = round(time.perf_counter() - t0, 3)
         ckpt.history.append(record)
@@ -284,9 +330,10 @@ def _epoch(run: _Run, epoch: int, loader: DataLoader, sampler, generator: torch.
             best_score = score
             ckpt.metrics["val"] = record.get("val", {})
             ckpt.metrics["best_epoch"] = epoch + 1
-            save_checkpoint(run.out, ckpt, model)
+            save_checkpoint(run.out, ckpt, kept)
+        ema = {"ema_state": {k: v.detach().cpu() for k, v in kept.state_dict().items()}} if run.ema is not None else {}
         save_checkpoint(last_path(run.out), ckpt, model, optimizer=optimizer.state_dict(),
-                        scheduler=scheduler.state_dict(), epoch=epoch, best_score=best_score)
+                        scheduler=scheduler.state_dict(), epoch=epoch, best_score=best_score, **ema)
         val_text = (f"val per-class F1 {record['val']['per_class/f1']:.4f} per-image F1 "
                     f"{record['val']['per_image/f1']:.4f} N+ {record['val']['N+']}") if "val" in record else ""
         run.log(f"epoch {epoch + 1}/{train_cfg.epochs} loss {record['train_loss']:.4f}"
@@ -295,13 +342,13 @@ def _epoch(run: _Run, epoch: int, loader: DataLoader, sampler, generator: torch.
     return best_score
 
 
-def _finish(run: _Run, ckpt: CheckpointConfig, val_feats: torch.Tensor | None, val_targets: np.ndarray) -> None:
+def _finish(run: _Run, ckpt: CheckpointConfig, val: _Validation) -> None:
     """The best checkpoint's operating point (score-based methods) and its test-split figures."""
     ckpt.metrics["train_seconds"] = round(time.perf_counter() - run.started, 2)
     if run.train_cfg.threshold_tuning == "oof" and not run.model.is_sequence:
         _oof_thresholds(run, ckpt)
     else:
-        _tune_thresholds(run.out, run.model, ckpt, val_feats, val_targets, run.train_cfg,
+        _tune_thresholds(run.out, run.model, ckpt, val, run.train_cfg,
                          int(run.data.targets[run.data.fit_idx].sum(axis=1).max()), run.log)
     _final_test(run.out, run.model, ckpt, run.data, run.ds, run.preprocess, run.weights_id, run.cache_dir,
                 run.train_cfg, run.device, run.log, run.show)
@@ -375,23 +422,18 @@ def _head_inputs(model: AnnotationModel, feats: torch.Tensor, batch_size: int = 
         model.train(was_training)
 
 
-def _split_features(model: AnnotationModel, feats_all, idx: np.ndarray, paths: list[Path], preprocess: PreprocessConfig,
-                    train_cfg: TrainConfig, device: str) -> torch.Tensor | None:
-    """Head inputs for a subset of the training split (from the cache, or the backbone when fine-tuning)."""
-    if idx.size == 0:
-        return None
-    if feats_all is not None:
-        return torch.from_numpy(np.ascontiguousarray(feats_all[idx]))
-    return torch.from_numpy(compute_features(model, [paths[i] for i in idx], preprocess, train_cfg.batch_size, device))
-
-
-def _resume(last: Path, model: nn.Module, optimizer, scheduler, ckpt: CheckpointConfig, log: Log) -> tuple[int, float]:
+def _resume(last: Path, run: _Run, optimizer, scheduler, ckpt: CheckpointConfig, log: Log) -> tuple[int, float]:
     if not last.is_file():
         raise ValueError(f"{last}: nothing to resume (no last-epoch checkpoint)")
     saved, payload = load_checkpoint(last)
     if saved.model.method != ckpt.model.method or saved.vocabulary != ckpt.vocabulary:
         raise ValueError(f"{last}: was trained with another method or vocabulary; cannot resume")
-    model.load_state_dict(payload["state_dict"])
+    if (run.ema is not None) != ("ema_state" in payload):
+        raise ValueError(f"{last}: was trained {'with' if 'ema_state' in payload else 'without'} --ema; "
+                         "resume with the same setting")
+    run.model.load_state_dict(payload["state_dict"])
+    if run.ema is not None:
+        run.ema.module.load_state_dict(payload["ema_state"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
     ckpt.history[:] = saved.history
@@ -401,16 +443,17 @@ def _resume(last: Path, model: nn.Module, optimizer, scheduler, ckpt: Checkpoint
     return epoch, float(payload["best_score"])
 
 
-def _tune_thresholds(out: Path, model: AnnotationModel, ckpt: CheckpointConfig, val_feats: torch.Tensor | None,
-                     val_targets: np.ndarray, train_cfg: TrainConfig, max_labels: int, log: Log) -> None:
+def _tune_thresholds(out: Path, model: AnnotationModel, ckpt: CheckpointConfig, val: _Validation,
+                     train_cfg: TrainConfig, max_labels: int, log: Log) -> None:
     """Score-based methods: the best checkpoint's operating point, tuned on the validation split
     (``balanced``: one threshold, at most ``max_labels`` and at least one label per image; ``f1``/``mcc``:
     one threshold per label)."""
-    if model.is_sequence or val_feats is None or train_cfg.threshold_tuning == "none" or not out.exists():
+    if model.is_sequence or not val.size or train_cfg.threshold_tuning == "none" or not out.exists():
         return
     best, payload = load_checkpoint(out)
     model.load_state_dict(payload["state_dict"])
-    scores = predict_features(model, _head_inputs(model, val_feats), best.decode.greedy()).scores
+    scores = predict_features(model, val.inputs(model), best.decode.greedy()).scores
+    val_targets = val.targets
     if train_cfg.threshold_tuning == "balanced":
         threshold = balanced_threshold(scores, val_targets, max_labels, 1)
         best.scoring = ScoringConfig((threshold,) * scores.shape[1], max_labels, 1)
@@ -421,7 +464,7 @@ def _tune_thresholds(out: Path, model: AnnotationModel, ckpt: CheckpointConfig, 
         summary = " ".join(f"{t:.3f}" for t in tuned)
     ckpt.scoring = best.scoring
     save_checkpoint(out, best, model)
-    log(f"thresholds ({train_cfg.threshold_tuning} on {val_feats.shape[0]} validation images): {summary}")
+    log(f"thresholds ({train_cfg.threshold_tuning} on {val.size} validation images): {summary}")
 
 
 def _oof_thresholds(run: _Run, ckpt: CheckpointConfig) -> None:

@@ -137,6 +137,15 @@ def main(
     decode: str = typer.Option(TrainConfig.decode, help="How photos are decoded, stored in the checkpoint and "
                                "bundle: draft (only the pixels the resize needs: JPEG DCT scaling, 9x faster on "
                                "camera photos) or full (every pixel, the rule before draft existed)."),
+    amp: str = typer.Option(TrainConfig.amp, help="off, or bf16: the backbone runs under bfloat16 autocast (the "
+                            "head and the loss stay float32). For GPUs and CPUs with BF16 units; about 3x slower "
+                            "on CPUs without them."),
+    ema: float = typer.Option(TrainConfig.ema, help="Keep an exponential moving average of the weights with this "
+                              "decay (e.g. 0.999; 0: off), as the ASL reference does: the average is what is "
+                              "validated and saved."),
+    augment_aspect: str = typer.Option(TrainConfig.augment_aspect, help="Crop shapes: square (aspect 3:4 to 4:3, "
+                                       "torchvision's rule) or photo (that range times the photo's own aspect, "
+                                       "so a landscape crop keeps its sky and water)."),
     gcn_threshold: float = typer.Option(ModelConfig.gcn_threshold, help="ML-GCN: binarise P(j|i) at this value."),
     gcn_p: float = typer.Option(ModelConfig.gcn_p, help="ML-GCN: weight p given to neighbours when re-weighting."),
     gcn_hidden: int = typer.Option(ModelConfig.gcn_hidden, help="ML-GCN: hidden size of the first graph convolution."),
@@ -177,7 +186,8 @@ def main(
                                 grad_clip=grad_clip, threshold_tuning=threshold_tuning, folds=folds,
                                 augment_views=augment_views, train_top=train_top,
                                 augmented_dir=str(augmented) if augmented else "", augment_min_scale=augment_min_scale,
-                                backbone_from=str(backbone_from) if backbone_from else "", decode=decode)
+                                backbone_from=str(backbone_from) if backbone_from else "", decode=decode,
+                                amp=amp, ema=ema, augment_aspect=augment_aspect)
         result = train(data, out, model_cfg, seq_cfg, decode_cfg, train_cfg, cache_dir=cache_dir, resume=resume,
                        log=log, show_progress=progress and sys.stderr.isatty())
     except ValueError as exc:
