@@ -11,7 +11,10 @@ ORT_DIST := $(WEB)/node_modules/onnxruntime-web/dist
 ORT_FILES := ort.min.mjs ort-wasm-simd-threaded.jsep.mjs ort-wasm-simd-threaded.jsep.wasm ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm
 WEB_STAMP := $(WEB)/vendor/.installed
 
-.PHONY: setup test demo clean web browser exiftool
+RUNTIME_VENV := .venv-runtime
+RUNTIME_KIT := build/runtime-kit
+
+.PHONY: setup test test-runtime demo clean web browser exiftool
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +44,16 @@ setup: $(STAMP) $(WEB_STAMP)
 
 test: $(STAMP) $(WEB_STAMP) browser exiftool
 	$(PY) -m pytest -q -p no:cacheprovider
+	$(MAKE) --no-print-directory test-runtime
+
+# The second stage: the install most users get (`pip install .`, no extras, NumPy 2) in a fresh venv,
+# running the test modules marked `runtime` and the conformance kit the full install writes.
+test-runtime: $(STAMP)
+	rm -rf $(RUNTIME_VENV) $(RUNTIME_KIT)
+	$(PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/pip install --disable-pip-version-check -q . pytest hypothesis jsonschema
+	$(BIN)/corel-export conformance $(RUNTIME_KIT)
+	COREL_RUNTIME_ONLY=1 COREL_KIT=$(RUNTIME_KIT) $(RUNTIME_VENV)/bin/python -m pytest -q -p no:cacheprovider -m runtime tests
 
 demo: $(STAMP) $(WEB_STAMP)
 	$(BIN)/corel-synth $(DEMO)/data --images 600 --labels 12 --seed 0 --quiet
@@ -61,4 +74,4 @@ demo: $(STAMP) $(WEB_STAMP)
 	@echo "outputs: checkpoints $(DEMO)/*.ckpt, bundles $(DEMO)/*.bundle (ml-gcn-plus.bundle: one label added by corel-memory), annotations $(DEMO)/*.jsonl, attention maps $(DEMO)/attention-maps/"
 
 clean:
-	rm -rf $(DEMO) .pytest_cache
+	rm -rf $(DEMO) .pytest_cache build $(RUNTIME_VENV)

@@ -294,23 +294,26 @@ def chart(result: dict, path: Path) -> None:
 
 
 def write_tables(result: dict, out_dir: Path, stem: str, command: str,
-                 markdown_of: Callable[[dict, str], str]) -> list[Path]:
-    """``stem.json`` (the result with its command) and ``stem.md`` (``markdown_of`` the result)."""
+                 markdown_of: Callable[[dict, str], str], precision: str | None = None) -> list[Path]:
+    """``stem.json`` (the result with its command and its ``"machine"`` record, measured at ``precision``)
+    and ``stem.md`` (``markdown_of`` the result, then the line naming the machine)."""
     import json
 
+    from .hardware import record_of, with_machine_line
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = {**result, "command": command}
+    result = {**record_of(result, precision), "command": command}
     paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md"]
     paths[0].write_text(json.dumps(result, indent=1))
-    paths[1].write_text(markdown_of(result, command))
+    paths[1].write_text(with_machine_line(markdown_of(result, command), result["machine"]))
     return paths
 
 
 def write(result: dict, out_dir: Path, stem: str = "accuracy", command: str = "") -> list[Path]:
     from .per_label import chart as label_chart
 
-    paths = write_tables(result, out_dir, stem, command, markdown) + [out_dir / f"{stem}.png",
-                                                                     out_dir / f"{stem}-labels.png"]
+    paths = write_tables(result, out_dir, stem, command, markdown, precision="fp32 (onnxruntime)")
+    paths += [out_dir / f"{stem}.png", out_dir / f"{stem}-labels.png"]
     chart(result, paths[2])
     views = [(r["name"], r["per_label"]) for r in result["rows"]]
     if result.get("linear_probe"):

@@ -108,4 +108,4 @@ def markdown(result: dict, command: str = "") -> str:
 
 
 def write(result: dict, out_dir: Path, stem: str = "augmentation", command: str = "") -> list[Path]:
-    return write_tables(result, out_dir, stem, command, markdown)
+    return write_tables(result, out_dir, stem, command, markdown, precision="fp32 (onnxruntime)")

@@ -131,7 +131,7 @@ def latency(
     hardware = matmul_peak(threads)
     from .hardware import machine
 
-    result = {"machine": machine(), "checkpoint": str(checkpoint), "method": cfg.model.method, "backbone": cfg.model.backbone,
+    result = {"machine": machine().to_dict(), "checkpoint": str(checkpoint), "method": cfg.model.method, "backbone": cfg.model.backbone,
               "image_size": preprocess.image_size, "cpu_count": cpu_count(), "threads": threads,
               "torch_threads": torch.get_num_threads(), "hardware": hardware,
               "encoder_gflops": graph_flops(bundles.get("fp32", next(iter(bundles.values()))) / "encoder.onnx") / 1e9,
@@ -191,8 +191,20 @@ def latency(
 
         result["accuracy"] = {v.name: evaluate_bundle(v.annotator, data).metrics.to_dict()
                               for v in variants if isinstance(v, RuntimeVariant) and not v.name.endswith("full-decode")}
+    used = [*bundles, *(["bf16"] if "bf16" in engine_precisions else [])] if openvino else list(bundles)
+    result["machine"]["precision"] = "per row: " + ", ".join(dict.fromkeys(used)) + \
+        (" (pytorch-eager: fp32)" if torch_eager else "")
     for path in write(result, out_dir):
         console.print(f"wrote {path}", highlight=False, markup=False)
+
+
+def _bundles_precision(bundles: list[Path]) -> str:
+    """The precision of the bundles a bench ran: one word when they agree, else per bundle."""
+    from .hardware import bundle_precision
+
+    each = {b.name: bundle_precision(b) for b in bundles}
+    return next(iter(each.values())) if len(set(each.values())) == 1 else \
+        "per bundle: " + ", ".join(f"{k} {v}" for k, v in each.items())
 
 
 def _overrides(**values) -> dict:
@@ -439,7 +451,8 @@ def backbones_cmd(
     except ValueError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2)
-    for path in write_tables(result, out_dir, "backbones", _command("backbones"), markdown):
+    for path in write_tables(result, out_dir, "backbones", _command("backbones"), markdown,
+                             precision="fp32 (onnxruntime)"):
         log(f"wrote {path}")
 
 
@@ -495,7 +508,7 @@ def browser_cmd(
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2)
     for path in write_tables(result.to_dict(), out_dir, "browser", result.command,
-                             lambda d, _c: markdown(result)):
+                             lambda d, _c: markdown(result), precision=_bundles_precision(model)):
         log(f"wrote {path}")
 
 
@@ -523,7 +536,8 @@ def step_cmd(
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2)
     result["command"] = _command("step")
-    for path in write_tables(result, out_dir, stem, result["command"], markdown):
+    precision = f"{_bundles_precision([model])} (onnxruntime-int8 row: the int8 step)"
+    for path in write_tables(result, out_dir, stem, result["command"], markdown, precision=precision):
         console.print(f"wrote {path}", highlight=False, markup=False)
 
 
@@ -559,7 +573,8 @@ def serve_cmd(
     except ValueError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2)
-    for path in write_tables(result.to_dict(), out_dir, stem, result.command, markdown):
+    for path in write_tables(result.to_dict(), out_dir, stem, result.command, markdown,
+                             precision=_bundles_precision([model])):
         log(f"wrote {path}")
 
 
@@ -600,6 +615,10 @@ def ray_cmd(
 def main() -> None:
     """Benchmarks of corel-annotate: `corel-bench latency` measures speed side by side, `corel-bench accuracy`
     trains and scores every method on real photos, `corel-bench augmentation` measures what ML-WGAN images add, `corel-bench browser` runs bundles in Chromium, `corel-bench serve` loads corel-serve."""
+    from .hardware import describe
+
+    # the header of every subcommand: the machine its figures will come from (recorded in every result too)
+    console.print(f"corel-bench on {describe()}", highlight=False, markup=False)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -296,4 +295,7 @@ def infer_throughput(bundle: Path, folder: Path, batch_size: int, threads: int, 
 
 
 def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """The cores this process may use (its affinity): the machine record's ``cores``."""
+    from .hardware import usable_cores
+
+    return usable_cores()

@@ -79,13 +79,12 @@ def run_memory(checkpoints: Sequence[Path], data: Path, out_dir: Path, latency_p
             log(f"{ckpt.name} {variant}: per-class F1 {m.per_class_f1:.4f}, per-image F1 {m.per_image_f1:.4f}, "
                 f"N+ {m.n_plus}, {latency[variant]:.2f} ms/photo")
     return {"data": str(data), "rows": rows, "latency_photos": latency_photos, "rounds": rounds,
-            "machine": machine(), "command": command}
+            "machine": machine("fp32").to_dict(), "command": command}
 
 
 def markdown(result: dict) -> str:
-    m = result["machine"]
-    lines = [f"Test split of `{result['data']}` through the runtime (onnxruntime fp32); {m['cpu']} "
-             f"({m['cores']} cores, {', '.join(m['isa']) or 'no AVX'}). Latency: median ms per photo, JPEG file to "
+    lines = [f"Test split of `{result['data']}` through the runtime (onnxruntime fp32); machine below. "
+             "Latency: median ms per photo, JPEG file to "
              f"labels at batch 1, {result['latency_photos']} photos x {result['rounds']} alternating rounds.", "",
              "| checkpoint | bundle | P (class) | R (class) | F1 (class) | F1 (image) | N+ | mAP | labels never predicted "
              "| k / T / weight | MB | ms/photo |",

@@ -79,7 +79,7 @@ def run_variants(bundle: Path, data: Path, command: str, log: Log) -> dict:
     from corel_annotate.runtime.dataset import CorelDataset
     from corel_annotate.runtime.evaluation.metrics import label_sets_to_matrix
 
-    from .hardware import machine
+    from .hardware import bundle_precision, machine
 
     annotator = Annotator.load(bundle, device="cpu")
     table = read_table(bundle, annotator.manifest)
@@ -129,7 +129,7 @@ def run_variants(bundle: Path, data: Path, command: str, log: Log) -> dict:
                          (n * d + d * dim) * 2 / 1e6))
         log(f"PCA {d}: {rows[-1]} [{time.perf_counter() - t0:.0f}s]")
     return {"bundle": str(bundle), "data": str(data), "examples": n, "dim": dim, "test_photos": len(test.samples),
-            "rows": rows, "machine": machine(), "command": command}
+            "rows": rows, "machine": machine(f"{bundle_precision(bundle)} bundle embeddings (onnxruntime), float32 similarities").to_dict(), "command": command}
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -137,11 +137,9 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 
 def markdown(result: dict) -> str:
-    m = result["machine"]
     lines = [f"The label memory of `{result['bundle']}` alone ({result['examples']} stored photos, {result['dim']} "
              f"dimensions), scored on the test split of `{result['data']}` ({result['test_photos']} photos); settings "
-             "and the one threshold (at most 5, at least 1 label) chosen on the stored photos' leave-one-out scores. "
-             f"{m['cpu']} ({m['cores']} cores, {', '.join(m['isa']) or 'no AVX'}).", "",
+             "and the one threshold (at most 5, at least 1 label) chosen on the stored photos' leave-one-out scores.", "",
              "| variant | setting | leave-one-out mAP | P (class) | R (class) | F1 (class) | F1 (image) | N+ | mAP | keys MB (fp16) |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in result["rows"]:

@@ -136,7 +136,7 @@ def run_new_label(data: Path, backbone_from: Path | None, out_dir: Path, label: 
         log(f"{n} photos: {label} recall {rows[-1]['label_recall']:.3f} precision {rows[-1]['label_precision']:.3f}; "
             f"other labels per-class F1 {rows[-1]['others_per_class_f1']:.4f}")
     return {"data": str(data), "label": label, "backbone_from": str(backbone_from) if backbone_from else None, "rows": rows,
-            "machine": machine(), "command": command}
+            "machine": machine("fp32").to_dict(), "command": command}
 
 
 def markdown(result: dict) -> str:

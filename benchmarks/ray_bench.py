@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -22,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from .hardware import bundle_precision, machine
 from .serve import cpu_seconds
 
 ACTOR_TITLE = "ray::MapWorker(MapBatches(BatchAnnotator))"
@@ -282,7 +282,7 @@ def summarise(runs: dict[str, list[Run]], parity: dict[str, Parity], kill: Optio
     for row in rows:
         row["vs_local"] = round(row["steady_images_per_second"] / local, 3)
     return {"bundle": str(bundle), "data": str(data), "images": images, "batch_size": batch_size,
-            "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "machine": machine(bundle_precision(bundle)).to_dict(),
             "rows": rows, "parity": [{**asdict(p), "identical": p.identical} for p in parity.values()],
             "kill": {**asdict(kill), "passed": kill.passed} if kill else None, "command": command}
 

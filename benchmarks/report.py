@@ -16,10 +16,7 @@ def markdown(result: dict) -> str:
     hw = result["hardware"]
     lines = [
         f"Checkpoint `{result['checkpoint']}` ({result['method']}, {result['backbone']}, {result['image_size']} px); "
-        f"{result['cpu_count']} CPU cores"
-        + (f" ({result['machine'].get('cpu', '?')}, ISA {', '.join(result['machine'].get('isa', [])) or 'baseline'})"
-           if "machine" in result else "")
-        + f", runtime threads {result['threads'] or 'default'}, "
+        f"{result['cpu_count']} CPU cores, runtime threads {result['threads'] or 'default'}, "
         f"PyTorch threads {result['torch_threads']}.",
         f"Encoder: {result['encoder_gflops']:.3f} GFLOP per image. Measured float32 matmul peak: "
         f"{hw['peak_gflops']:.1f} GFLOP/s (numpy {hw['numpy_gflops']:.1f}, onnxruntime {hw['onnxruntime_gflops']:.1f})"
@@ -109,18 +106,26 @@ def chart(result: dict, path: Path) -> None:
 
 
 def write(result: dict, out_dir: Path, stem: str = "latency") -> list[Path]:
+    """The latency result as JSON (with its ``"machine"`` record), its tables and its chart."""
+    from .hardware import record_of, with_machine_line
+
+    result = record_of(result)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md", out_dir / f"{stem}.png"]
     paths[0].write_text(json.dumps(result, indent=1))
-    paths[1].write_text(markdown(result))
+    paths[1].write_text(with_machine_line(markdown(result), result["machine"]))
     chart(result, paths[2])
     return paths
 
 
 def write_json_and_markdown(result: dict, out_dir: Path, stem: str, text: str, default=None) -> list[Path]:
-    """A bench's result as ``STEM.json`` (the figures) and ``STEM.md`` (its table ``text``) in ``out_dir``."""
+    """A bench's result as ``STEM.json`` (the figures and the ``"machine"`` record) and ``STEM.md`` (its
+    table ``text`` and the line naming the machine) in ``out_dir``."""
+    from .hardware import record_of, with_machine_line
+
+    result = record_of(result)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md"]
     paths[0].write_text(json.dumps(result, indent=1, default=default))
-    paths[1].write_text(text)
+    paths[1].write_text(with_machine_line(text, result["machine"]))
     return paths

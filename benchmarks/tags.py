@@ -139,7 +139,7 @@ def run_tags(images: int, out_dir: Path, command: str, log: Callable[[str], None
     shutil.rmtree(work, ignore_errors=True)
     versions = {"exiftool": _exiftool_version(), "pyexiv2": pyexiv2.__version__}
     return {"command": command, "images": images, "rows": rows, "read_back_mismatches": mismatches,
-            "versions": versions, "machine": machine()}
+            "versions": versions, "machine": machine().to_dict()}
 
 
 def _exiftool_version() -> str:
@@ -151,10 +151,8 @@ def _exiftool_version() -> str:
 def write(result: dict, out_dir: Path) -> list[Path]:
     from .report import write_json_and_markdown
 
-    m = result["machine"]
     lines = [f"`{result['command']}`", "",
-             f"{result['images']} photos; {m.get('cpu', '?')}, {m.get('cores', '?')} cores, ISA "
-             f"{', '.join(m.get('isa', [])) or 'baseline'}; exiftool {result['versions']['exiftool']}, pyexiv2 "
+             f"{result['images']} photos; exiftool {result['versions']['exiftool']}, pyexiv2 "
              f"{result['versions']['pyexiv2']}.", "",
              "| library | mode | pass | photos/s |", "| --- | --- | --- | ---: |"]
     lines += [f"| {r['library']} | {r['mode']} | {r['pass']} | {r['photos_per_s']:.1f} |" for r in result["rows"]]

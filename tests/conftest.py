@@ -1,6 +1,7 @@
 """Shared fixtures: one small synthetic dataset and one feature cache for the whole session."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,16 @@ def memory_bundles(bundles, tmp_path_factory) -> dict[str, Path]:
         data["memory"]["weight"] = 0.5
         manifest.write_text(json.dumps(data))
     return out
+
+
+RUNTIME_MARK = "pytest.mark.runtime"
+
+
+def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
+    """In the runtime-only stage (``COREL_RUNTIME_ONLY=1``, ``make test-runtime``) only the test modules
+    that declare the ``runtime`` mark are collected: the others import torch, onnx or the servers."""
+    if os.environ.get("COREL_RUNTIME_ONLY") != "1" or collection_path.suffix != ".py":
+        return None
+    if not collection_path.name.startswith("test_"):
+        return None
+    return RUNTIME_MARK not in collection_path.read_text(encoding="utf-8")

@@ -10,12 +10,15 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
 import pytest
 
 from conftest import REPO
+
+from corel_annotate.benchmarks.hardware import IMPORTED_ENGINES, machine, markdown_line
 
 BENCH = [sys.executable, "-m", "corel_annotate.benchmarks.cli"]
 PHOTOS = 6
@@ -73,6 +76,18 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *names: str) -> N
         assert name in lines[0]
 
 
+def assert_machine(data: dict, result: subprocess.CompletedProcess, precision: str, md: Path) -> None:
+    """The result records the machine it ran on (this one), the header printed it, the markdown names it."""
+    this = machine()
+    record = data["machine"]
+    assert (record["cpu"], record["cores"], record["isa"]) == (this.cpu, this.cores, this.isa)
+    assert record["engines"]["onnxruntime"] == this.engines["onnxruntime"] and record["precision"] == precision
+    # the header, printed before the bench imports anything: the engines always looked up, not PyTorch or Ray
+    header = replace(this, engines={k: v for k, v in this.engines.items() if k not in IMPORTED_ENGINES}).describe()
+    assert result.stderr.startswith(f"corel-bench on {header}\n")
+    assert md.read_text().splitlines()[-1] == markdown_line(record)
+
+
 # --- corel-bench serve ---------------------------------------------------------------------------------------
 
 def test_bench_serve(bundle_copy, small_data, tmp_path):
@@ -86,7 +101,8 @@ def test_bench_serve(bundle_copy, small_data, tmp_path):
     assert_none_left(str(bundle_copy), "corel-serve (or its Triton)")
     data = json.loads((out / "s.json").read_text())
     assert set(data) == {"bundle", "data", "photos", "cpu_count", "engine", "local_images_per_second",
-                         "startup_seconds", "rows", "client_rows", "mixed", "soak", "command"}
+                         "startup_seconds", "rows", "client_rows", "mixed", "soak", "machine", "command"}
+    assert_machine(data, result, "fp32", out / "s.md")
     assert data["bundle"] == str(bundle_copy) and data["data"] == str(small_data)
     assert data["photos"] == PHOTOS and data["local_images_per_second"] > 0 and data["startup_seconds"] > 0
     assert data["command"].startswith("corel-bench serve")
@@ -142,6 +158,7 @@ def test_bench_ray(bundle_copy, small_data, tmp_path):
     data = json.loads((out / "r.json").read_text())
     assert set(data) == {"bundle", "data", "images", "batch_size", "cpu_count", "machine", "rows", "parity", "kill",
                          "command"}
+    assert_machine(data, result, "fp32", out / "r.md")
     assert data["images"] == PHOTOS and data["batch_size"] == 2 and data["kill"] is None
     assert [(r["config"], r["workers"]) for r in data["rows"]] == [("local corel-infer", 0), ("--ray, 1 worker", 1)]
     for row in data["rows"]:
@@ -185,7 +202,8 @@ def test_bench_browser(bundles, small_data, tmp_path):
                    "--timing-photos", 2, "--limit", 4, "--out-dir", out)
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads((out / "browser.json").read_text())
-    assert set(data) == {"command", "chromium", "latency", "parity", "encoder_gflops"}
+    assert set(data) == {"command", "chromium", "latency", "parity", "encoder_gflops", "machine"}
+    assert_machine(data, result, "fp32", out / "browser.md")
     assert data["chromium"].startswith("chromium ")
     names = [attention.name, cnn.name]
     assert [(r["bundle"], r["engine"], r["threads"]) for r in data["latency"]] == [

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from corel_annotate.runtime.bundle.preprocess_config import PreprocessConfig
 from corel_annotate.runtime.bundle.scoring_config import ScoringConfig
 from corel_annotate.training.config import CheckpointConfig, DecodingConfig, ModelConfig, SequenceConfig, TrainConfig
@@ -37,3 +39,19 @@ def test_checkpoints_from_before_the_sections_read_as_before() -> None:
     assert old.top_k == 0 and old.preprocess.decode == "full"   # the rule of checkpoints before draft decoding
     data.update(thresholds=[])                                    # a sequence model's: no operating point
     assert CheckpointConfig.from_json(json.dumps(data)).scoring is None
+
+
+def test_unknown_fields_are_ignored_missing_ones_default_and_a_broken_one_is_named() -> None:
+    """Checkpoints from newer and older code read (pydantic, leniently); a broken field is one line."""
+    data = json.loads(_config("cnn", None).to_json())
+    data["written_later"] = 1
+    data["train"]["a_later_flag"] = True
+    data["preprocess"]["a_later_rule"] = "x"
+    del data["train"]["epochs"]
+    data["sequence"]["label_rank"] = [2, 0, 1]
+    cfg = CheckpointConfig.from_json(json.dumps(data))
+    assert cfg.train == TrainConfig() and cfg.preprocess == PreprocessConfig(image_size=96, decode="draft")
+    assert cfg.sequence.label_rank == (2, 0, 1)
+    data["train"]["batch_size"] = "many"
+    with pytest.raises(ValueError, match=r"^train\.batch_size: expected an integer, got a string$"):
+        CheckpointConfig.from_json(json.dumps(data))

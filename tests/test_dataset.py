@@ -10,6 +10,8 @@ from PIL import Image
 from corel_annotate.runtime.dataset import SKIP_REASONS, CorelDataset, read_annotations
 from corel_annotate.runtime.bundle.vocabulary import Vocabulary
 
+pytestmark = pytest.mark.runtime  # also run by the runtime-only install (make test-runtime)
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "corel5k"
 
 LABELS = ["sky", "water", "tree", "grass"]

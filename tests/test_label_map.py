@@ -32,14 +32,18 @@ def label_map(tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("text,suffix,message", [
-    ("[labels]\nsky = { name = 'a', colour = 'blue' }\n", ".toml", "labels.sky.colour: unknown key"),
+    ("[labels]\nsky = { name = 'a', colour = 'blue' }\n", ".toml", "labels.sky: unknown field 'colour'"),
     ("[labels]\nsky = { threshold = 1.5 }\n", ".toml", "labels.sky.threshold: a number from 0 to 1"),
-    ("[labels]\nsky = { threshold = true }\n", ".toml", "labels.sky.threshold: a number from 0 to 1"),
+    ("[labels]\nsky = { threshold = true }\n", ".toml", "labels.sky.threshold: expected a finite number, got a boolean"),
     ("[labels]\nsky = { name = 'a|b' }\n", ".toml", "labels.sky.name: a non-empty name without '|'"),
     ("[labels]\nsky = { path = 'nature||x' }\n", ".toml", "labels.sky.path: names separated by '|'"),
-    ("[labels]\nsky = { exclude = 'yes' }\n", ".toml", "labels.sky.exclude: true or false"),
+    ("[labels]\nsky = { exclude = 'yes' }\n", ".toml", "labels.sky.exclude: expected true or false, got a string"),
     ("[labels]\nsky = 3\n", ".toml", "labels.sky: a name or a table"),
-    ("[labelz]\n", ".toml", "labelz: unknown key"),
+    ("[labelz]\n", ".toml", "unknown field 'labelz'"),
+    ("[labels]\nsky = { threshold = nan }\n", ".toml", "labels.sky.threshold: expected a finite number, got nan"),
+    ("[labels]\nsky = { name = 1979-05-27 }\n", ".toml", "a date value is not JSON data"),
+    ("[labels]\nsky = 'a|b'\n", ".toml", "labels.sky.name: a non-empty name without '|'"),
+    ('{"labels": ["sky"]}', ".json", "labels: expected an object, got an array"),
     ("[labels]\nsky = \n", ".toml", "not TOML (Invalid value (at line 2, column 7))"),
     ('{"labels": {"sky": "a",}}', ".json", "not JSON (Expecting property name enclosed in double quotes at line 1"),
     ("sky: a\n", ".yaml", "a label map is a .toml or .json file"),

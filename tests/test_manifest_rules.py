@@ -17,6 +17,8 @@ from corel_annotate.runtime.bundle.rules import RULE_IDS, RULES, apply_schema_bo
 from corel_annotate.runtime.bundle.schema import manifest_schema
 from test_manifest_schema import VALIDATOR, manifests, refused_in_one_line
 
+pytestmark = pytest.mark.runtime  # also run by the runtime-only install (make test-runtime)
+
 Case = tuple[str, Callable[[dict], bool], Callable[[dict], None]]
 ALL = lambda d: True   # noqa: E731
 SCORES = lambda d: d["kind"] == "scores"   # noqa: E731

@@ -20,6 +20,8 @@ from corel_annotate.runtime.evaluation.metrics import (
     mean_average_precision,
 )
 
+pytestmark = pytest.mark.runtime  # also run by the runtime-only install (make test-runtime)
+
 # Hand example, 3 images x 4 labels.
 #   label 0: targets [1,1,1], predictions [1,0,0] -> tp=1, predicted=1, groundtruth=3
 #   label 1: targets [0,1,1], predictions [0,0,0] -> never predicted: tp=0, predicted=0, groundtruth=2

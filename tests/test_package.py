@@ -118,7 +118,9 @@ def test_a_missing_extra_is_one_line_naming_it_and_exit_2(monkeypatch, capsys):
         assert captured.err == (f"error: {name} needs the [train] extra (torch is not installed): "
                                 "pip install 'corel-annotate[train]'\n")
     # the runtime's scripts need no extra
-    assert all(not entry.BY_NAME[n].needs for n in ("corel-infer", "corel-eval", "corel-web", "corel-serve", "corel-synth"))
+    assert all(not entry.BY_NAME[n].needs for n in ("corel-infer", "corel-eval", "corel-web", "corel-synth"))
+    # corel-serve checks its extra before it loads any bundle
+    assert (entry.BY_NAME["corel-serve"].extra, entry.BY_NAME["corel-serve"].needs) == ("serve", ("pytriton",))
 
 
 def test_python_m_lists_the_scripts_and_each_runtime_cli_runs_as_a_module():

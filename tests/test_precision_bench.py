@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import onnx
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 
 from corel_annotate.benchmarks.cli import app as bench_app
 from corel_annotate.benchmarks.flops import graph_flops
+from corel_annotate.benchmarks.hardware import machine, markdown_line
 from corel_annotate.export.bundle import export_bundle
 from corel_annotate.runtime.annotator import Annotator
 from corel_annotate.runtime.evaluation.runner import evaluate_bundle
@@ -222,7 +224,8 @@ def test_corel_bench_latency_writes_table_chart_and_json(bundles, synth_data, tm
             assert set(row["end_to_end_ms"]) == {"greedy", "beam3"}
             assert 0 < row["encoder_ms"]["p10"] <= row["encoder_ms"]["median"] <= row["encoder_ms"]["p90"]
     assert data["hardware"]["peak_gflops"] > 0 and data["encoder_gflops"] > 0
-    assert data["machine"]["cores"] >= 1 and "ISA" in (out / "latency.md").read_text().splitlines()[0]
+    assert data["machine"]["cores"] >= 1 and data["machine"]["precision"].startswith("per row: fp32, int8")
+    assert (out / "latency.md").read_text().splitlines()[-1] == markdown_line(data["machine"])
     assert 0 < data["infer"]["fraction_of_encoder_bound"]
     table = (out / "latency.md").read_text()
     assert "| runtime-int8 | 2 |" in table and "% of peak" in table
@@ -264,6 +267,14 @@ def test_corel_bench_step_times_each_way_to_run_the_step_and_checks_they_agree(b
                                             *[a for p in photos for a in ("--photo", str(p))],
                                             "--calls", "5", "--rounds", "1", "--out-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
+    this = machine()
+    assert result.output.startswith(f"corel-bench on {this.describe()}\n")   # the header names the machine
+    record = json.loads((tmp_path / "step.json").read_text())["machine"]   # and the result records it
+    assert (record["cpu"], record["cores"], record["isa"], record["flags"]) == (this.cpu, this.cores, this.isa, this.flags)
+    assert record["engines"]["onnxruntime"] == this.engines["onnxruntime"]
+    assert ("torch" in record["engines"]) == ("torch" in sys.modules)   # PyTorch only where the process imported it
+    assert record["precision"] == "fp32 (onnxruntime-int8 row: the int8 step)"
+    assert (tmp_path / "step.md").read_text().splitlines()[-1] == markdown_line(record)
     rows = json.loads((tmp_path / "step.json").read_text())["rows"]
     assert set(rows) == {"onnxruntime", "openvino", "openvino-stateful", "onnxruntime-int8"}
     assert rows["openvino"]["max_abs_diff"] < 1e-4 and rows["openvino-stateful"]["max_abs_diff"] < 1e-4

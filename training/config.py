@@ -4,32 +4,21 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from corel_annotate.runtime.bundle.decoding_config import DecodingConfig
 from corel_annotate.runtime.bundle.preprocess_config import DECODE_RULES, PreprocessConfig
 from corel_annotate.runtime.bundle.scoring_config import ScoringConfig
+from corel_annotate.runtime.bundle.typed_json import read_lenient
 from .augment import AugmentConfig
 from .registry import list_methods, method_spec
 
 __all__ = ["DecodingConfig", "ModelConfig", "SequenceConfig", "TrainConfig", "CheckpointConfig", "Preset", "PRESETS"]
 
-T = TypeVar("T")
-
 LOSSES = ("bce", "focal", "asl")
 ORDERINGS = ("rare-first", "frequent-first", "dataset")
 ORDER_FREE = ("none", "mla", "pla")
 CONCEPT_NORMS = ("layer", "none")  # sr-cnn-rnn: how the concept probabilities reach the LSTM
-
-
-def from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Build a dataclass from a dict, ignoring unknown keys and turning lists into tuples where needed."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    kwargs = {}
-    for key, value in data.items():
-        if key in fields:
-            kwargs[key] = tuple(value) if isinstance(value, list) and "tuple" in str(fields[key].type) else value
-    return cls(**kwargs)
 
 
 @dataclass(frozen=True)
@@ -214,28 +203,24 @@ class CheckpointConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "CheckpointConfig":
+        """Read the JSON half of a checkpoint, leniently, so every checkpoint written so far reads:
+        unknown fields are ignored, missing ones take their defaults (ValueError of one line when
+        a field is broken)."""
         data = json.loads(text)
-        return cls(
-            # checkpoints written before concept_norm existed fed the LSTM the raw probabilities
-            model=from_dict(ModelConfig, {"concept_norm": "none", **data["model"]}),
-            sequence=from_dict(SequenceConfig, data["sequence"]),
-            decode=DecodingConfig.from_dict(data["decode"]),
-            train=from_dict(TrainConfig, data["train"]),
-            vocabulary=list(data["vocabulary"]),
-            preprocess=PreprocessConfig.from_dict(data["preprocess"]),
-            metrics=dict(data.get("metrics", {})),
-            history=list(data.get("history", [])),
-            data=dict(data.get("data", {})),
-            versions=dict(data.get("versions", {})),
-            scoring=_scoring_from(data),
-        )
+        if isinstance(data, dict):
+            data = {**data, "scoring": _scoring_from(data)}
+            if isinstance(data.get("model"), dict):
+                # checkpoints written before concept_norm existed fed the LSTM the raw probabilities
+                data["model"] = {"concept_norm": "none", **data["model"]}
+        return read_lenient(cls, data)
 
 
-def _scoring_from(data: dict[str, Any]) -> ScoringConfig | None:
+def _scoring_from(data: dict[str, Any]) -> dict[str, Any] | None:
     """A checkpoint's ``scoring`` section; checkpoints written before it existed kept the same fields
     flat (``thresholds``, ``top_k`` with 0 for no cap, ``min_labels``) and read the same."""
     if data.get("scoring") is not None:
-        return ScoringConfig.from_dict(data["scoring"])
+        return data["scoring"]
     if data.get("thresholds"):
-        return ScoringConfig(tuple(data["thresholds"]), int(data.get("top_k", 0)) or None, int(data.get("min_labels", 0)))
+        return {"thresholds": data["thresholds"], "top_k": data.get("top_k") or None,
+                "min_labels": data.get("min_labels", 0)}
     return None

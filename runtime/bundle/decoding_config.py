@@ -8,8 +8,10 @@ in the manner of onnxruntime-genai's search options.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
+
+from .typed_json import read_lenient
 
 LengthPenaltyFormula = Literal["n^alpha", "gnmt"]
 LENGTH_PENALTY_FORMULAS: tuple[str, ...] = ("n^alpha", "gnmt")
@@ -94,5 +96,4 @@ class DecodingConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DecodingConfig":
         """From a checkpoint's JSON: unknown keys are ignored, missing ones take their defaults."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return read_lenient(cls, data)

@@ -21,24 +21,65 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Annotated, Any, Mapping, Optional, Sequence
 
 import numpy as np
+from pydantic import AfterValidator, BeforeValidator
+
+from .typed_json import read_strict
 
 ENTRY_KEYS = ("name", "path", "threshold", "exclude")
+
+
+def _check_name(name: Optional[str]) -> Optional[str]:
+    if name is not None and (not name.strip() or name != name.strip() or any(c in name for c in "|/,;\n")):
+        raise ValueError("a non-empty name without '|', '/', ',', ';' or surrounding spaces")
+    return name
+
+
+def _check_path(path: Optional[str]) -> Optional[str]:
+    if path is not None and any(not p.strip() or "/" in p for p in path.split("|")):
+        raise ValueError("names separated by '|' (nature|sky), none empty, no '/'")
+    return path
+
+
+def _check_threshold(threshold: Optional[float]) -> Optional[float]:
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise ValueError("a number from 0 to 1")
+    return threshold
 
 
 @dataclass(frozen=True)
 class LabelEntry:
     """What the map says about one bundle label (None: as the bundle has it)."""
 
-    name: Optional[str] = None
-    path: Optional[str] = None
-    threshold: Optional[float] = None
+    name: Annotated[Optional[str], AfterValidator(_check_name)] = None
+    """The name reported instead of the label's; labels given one name merge (the best score stays)."""
+    path: Annotated[Optional[str], AfterValidator(_check_path)] = None
+    """Where the name sits in a tag hierarchy, names separated by ``|`` (``nature|water bodies``)."""
+    threshold: Annotated[Optional[float], AfterValidator(_check_threshold)] = None
+    """Score bundles: this label's own threshold, in [0, 1]."""
     exclude: bool = False
+    """Never report this label."""
+
+
+def _shorthand(value: Any) -> Any:
+    """``sky = "blue sky"`` is ``sky = { name = "blue sky" }``."""
+    if isinstance(value, str):
+        return {"name": value}
+    if not isinstance(value, dict):
+        raise ValueError(f"a name or a table {{ {', '.join(ENTRY_KEYS)} }}")
+    return value
+
+
+@dataclass(frozen=True)
+class LabelMapFile:
+    """A label map file as written: ``{"labels": {LABEL: NAME | {name, path, threshold, exclude}}}``."""
+
+    labels: dict[str, Annotated[LabelEntry, BeforeValidator(_shorthand)]] = field(default_factory=dict)
+    """What the map says about each bundle label it names."""
 
 
 @dataclass(frozen=True)
@@ -75,17 +116,12 @@ class LabelMap:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "labels") -> "LabelMap":
-        """Validate a parsed map: ``{"labels": {LABEL: NAME | {name, path, threshold, exclude}}}``."""
-        if not isinstance(data, dict):
-            raise ValueError(f"{source}: a label map is a table with a 'labels' table in it")
-        unknown = sorted(set(data) - {"labels"})
-        if unknown:
-            raise ValueError(f"{source}: {unknown[0]}: unknown key (a label map has one table, 'labels')")
-        labels = data.get("labels", {})
-        if not isinstance(labels, dict):
-            raise ValueError(f"{source}: labels: a table of bundle label = name or {{ name, path, threshold, exclude }}")
-        entries = {str(label): _entry(value, f"labels.{_key(label)}", source) for label, value in labels.items()}
-        return cls(entries, source)
+        """Validate a parsed map (:class:`LabelMapFile`); ValueError with one line naming ``source`` and the key."""
+        try:
+            parsed = read_strict(LabelMapFile, data)
+        except ValueError as exc:
+            raise ValueError(f"{source}: {' '.join(str(exc).split())}") from None
+        return cls(dict(parsed.labels), source)
 
     def to_dict(self) -> dict[str, Any]:
         """The map as JSON data (what ``corel-web --labels`` hands the page)."""
@@ -153,28 +189,6 @@ class LabelMap:
 def _key(label: Any) -> str:
     text = str(label)
     return text if text.replace("_", "").replace("-", "").isalnum() else json.dumps(text)
-
-
-def _entry(value: Any, key: str, source: str) -> LabelEntry:
-    if isinstance(value, str):
-        value = {"name": value}
-    if not isinstance(value, dict):
-        raise ValueError(f"{source}: {key}: a name or a table {{ name, path, threshold, exclude }}")
-    unknown = sorted(set(value) - set(ENTRY_KEYS))
-    if unknown:
-        raise ValueError(f"{source}: {key}.{unknown[0]}: unknown key (use {', '.join(ENTRY_KEYS)})")
-    name, path, threshold, exclude = (value.get(k) for k in ENTRY_KEYS)
-    if name is not None and (not isinstance(name, str) or not name.strip() or name != name.strip()
-                             or any(c in name for c in "|/,;\n")):
-        raise ValueError(f"{source}: {key}.name: a non-empty name without '|', '/', ',', ';' or surrounding spaces")
-    if path is not None and (not isinstance(path, str) or any(not p.strip() or "/" in p for p in path.split("|"))):
-        raise ValueError(f"{source}: {key}.path: names separated by '|' (nature|sky), none empty, no '/'")
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                                  or not math.isfinite(threshold) or not 0 <= threshold <= 1):
-        raise ValueError(f"{source}: {key}.threshold: a number from 0 to 1")
-    if not isinstance(exclude, (bool, type(None))):
-        raise ValueError(f"{source}: {key}.exclude: true or false")
-    return LabelEntry(name, path, None if threshold is None else float(threshold), bool(exclude))
 
 
 def with_label_map(map_: Optional[LabelMap], annotation: Any) -> Any:

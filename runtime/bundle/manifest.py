@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .decoding_config import DecodingConfig
-from .jsonclass import from_json
 from .preprocess_config import PreprocessConfig
 from .scoring_config import ScoringConfig
+from .typed_json import read_strict
 from .vocabulary import Vocabulary
 
 FORMAT = "corel-annotate/bundle"
@@ -249,7 +249,7 @@ class BundleManifest:
                              f"versions {', '.join(map(str, READABLE_VERSIONS))}); re-export the checkpoint with "
                              "this corel-export")
         try:
-            manifest = from_json(cls, data, "")
+            manifest = read_strict(cls, data)
             manifest.check()
         except ValueError as exc:
             raise ValueError(f"{source}: invalid manifest ({' '.join(str(exc).split())})") from None

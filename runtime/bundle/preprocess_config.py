@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from .typed_json import read_lenient
+
 RESIZE_RULES = ("stretch",)
 DECODE_RULES = ("full", "draft")
 INTERPOLATIONS = ("bilinear", "bicubic")
@@ -98,8 +100,8 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "PreprocessConfig":
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in known.items()})
+        """From a checkpoint's JSON: unknown keys are ignored, missing ones take their defaults."""
+        return read_lenient(cls, data)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

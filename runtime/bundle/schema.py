@@ -7,7 +7,8 @@ and the field table of the specification generated from the schema.
     python -m corel_annotate.runtime.bundle.schema --doc --check   # exit 1 when those tables are stale
 
 The schema is what a runtime in another language is written against; the Python runtime's loader
-(``runtime/bundle/manifest.py``) checks the same types strictly and the cross-field rules besides.
+(``runtime/bundle/manifest.py``) validates with the same dataclasses through pydantic, strictly
+(``typed_json.read_strict``), and checks the cross-field rules besides.
 Every field's description is the attribute docstring written under it in its dataclass, and the
 specification (``docs/bundle-format.md``) carries the same descriptions in its field table
 (:func:`markdown_table`) and the rules table of ``rules.py`` (:func:`rules_table`), between marker

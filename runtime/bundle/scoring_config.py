@@ -9,6 +9,8 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Optional
 
+from .typed_json import read_lenient
+
 
 def check_overrides(top_k: Optional[int], threshold: Optional[float]) -> None:
     """Refuse a per-job override that cannot select labels (a ValueError naming the option): the
@@ -55,4 +57,5 @@ class ScoringConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ScoringConfig":
-        return cls(tuple(data["thresholds"]), data.get("top_k"), int(data.get("min_labels", 0)))
+        """From a checkpoint's JSON: unknown keys are ignored, missing ones take their defaults."""
+        return read_lenient(cls, data)

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Literal, Optional
 
-from ..bundle.jsonclass import from_json
+from ..bundle.typed_json import read_strict
 
 KIT_FORMAT = "corel-annotate/conformance"
 KIT_VERSION = 1
@@ -93,7 +93,7 @@ def read_kit(kit_dir: str | Path) -> Kit:
     if not isinstance(data, dict) or data.get("format") != KIT_FORMAT or data.get("version") != KIT_VERSION:
         raise ValueError(f"{path}: not a version-{KIT_VERSION} {KIT_FORMAT} file")
     try:
-        kit = from_json(Kit, data, "")
+        kit = read_strict(Kit, data)
     except ValueError as exc:
         raise ValueError(f"{path}: invalid kit ({' '.join(str(exc).split())})") from None
     runs = {r.name for r in kit.runs}
