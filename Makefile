@@ -13,12 +13,13 @@ WEB_STAMP := $(WEB)/vendor/.installed
 
 RUNTIME_VENV := .venv-runtime
 RUNTIME_KIT := build/runtime-kit
+RUNTIME_LOG := build/runtime-venv.log
 
-.PHONY: setup test test-runtime demo clean web browser exiftool
+.PHONY: setup test test-runtime runtime-venv runtime-tests demo clean web browser exiftool test-tools
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[train,dev,serve,ray,openvino]'
+	$(PY) -m pip install --disable-pip-version-check --no-compile -q -e '.[train,dev,serve,ray,openvino]'
 	touch $(STAMP)
 
 # onnxruntime-web and fflate (the page's zip of XMP sidecars) from npm, pinned by runtime/web/package-lock.json,
@@ -40,18 +41,36 @@ browser:
 exiftool:
 	command -v exiftool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libimage-exiftool-perl >/dev/null)
 
+# Both of the above for make test, with one apt-get update.
+test-tools:
+	@missing=""; command -v chromium >/dev/null || missing="chromium"; \
+	command -v exiftool >/dev/null || missing="$$missing libimage-exiftool-perl"; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+
 setup: $(STAMP) $(WEB_STAMP)
 
-test: $(STAMP) $(WEB_STAMP) browser exiftool
-	$(PY) -m pytest -q -p no:cacheprovider
-	$(MAKE) --no-print-directory test-runtime
+# Two stages, no test run twice: the full install runs every module except those marked `runtime`
+# (keeping their `full` tests, which need torch); the runtime-only install runs the `runtime` ones.
+# The runtime-only venv installs in the background while the first stage runs (its log follows it).
+test: $(STAMP) $(WEB_STAMP) test-tools
+	@mkdir -p build && rm -f $(RUNTIME_LOG).rc
+	@($(MAKE) --no-print-directory runtime-venv > $(RUNTIME_LOG) 2>&1; echo $$? > $(RUNTIME_LOG).rc) &
+	$(PY) -m pytest -q -p no:cacheprovider -m "not runtime or full"
+	@while [ ! -f $(RUNTIME_LOG).rc ]; do sleep 2; done; cat $(RUNTIME_LOG); exit $$(cat $(RUNTIME_LOG).rc)
+	$(MAKE) --no-print-directory runtime-tests
 
-# The second stage: the install most users get (`pip install .`, no extras, NumPy 2) in a fresh venv,
-# running the test modules marked `runtime` and the conformance kit the full install writes.
-test-runtime: $(STAMP)
-	rm -rf $(RUNTIME_VENV) $(RUNTIME_KIT)
+# The second stage alone: the install most users get (`pip install .`, no extras, NumPy 2) in a fresh
+# venv, running the test modules marked `runtime` and the conformance kit the full install writes.
+test-runtime: runtime-venv
+	$(MAKE) --no-print-directory runtime-tests
+
+runtime-venv: $(STAMP)
+	rm -rf $(RUNTIME_VENV)
 	$(PYTHON) -m venv $(RUNTIME_VENV)
-	$(RUNTIME_VENV)/bin/pip install --disable-pip-version-check -q . pytest hypothesis jsonschema
+	$(RUNTIME_VENV)/bin/pip install --disable-pip-version-check --no-compile -q . pytest hypothesis jsonschema
+
+runtime-tests:
+	rm -rf $(RUNTIME_KIT)
 	$(BIN)/corel-export conformance $(RUNTIME_KIT)
 	COREL_RUNTIME_ONLY=1 COREL_KIT=$(RUNTIME_KIT) $(RUNTIME_VENV)/bin/python -m pytest -q -p no:cacheprovider -m runtime tests
 

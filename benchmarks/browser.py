@@ -96,7 +96,7 @@ def open_page(browser, server: WebServer, query: str = "?backend=wasm", **page_o
     """A new tab on the served page, returned once it has loaded the bundle or refused it."""
     page = browser.new_page(**page_options)
     page.goto(server.url + query)
-    page.wait_for_function("document.getElementById('status').className !== 'busy'", timeout=180_000)
+    page.wait_for_function("() => document.getElementById('status').className !== 'busy'", timeout=180_000)
     return page
 
 
@@ -158,7 +158,7 @@ def screenshot(browser, bundle: Path, photos: list[Path], root: Path, out: Path)
     with WebServer(bundle, photos=root) as server:
         page = open_page(browser, server, viewport={"width": 1300, "height": 900})
         page.set_input_files("#files", [str(p) for p in photos])
-        page.wait_for_function(f"document.querySelectorAll('.card .labels, .card .error').length >= {len(photos)}",
+        page.wait_for_function(f"() => document.querySelectorAll('.card .labels, .card .error').length >= {len(photos)}",
                                timeout=180_000)
         first = page.query_selector(".card .labels li.clickable")
         if first:

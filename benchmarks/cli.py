@@ -555,6 +555,12 @@ def serve_cmd(
     max_image_bytes: int = typer.Option(8_000_000, help="The server's per-photo byte limit (the mixed run's "
                                         "oversized bodies exceed it)."),
     server_args: str = typer.Option("", help="More corel-serve options, space-separated."),
+    hostile: bool = typer.Option(False, "--hostile", help="Last, a hostile run on the same server: "
+                                 "--hostile-requests requests from --hostile-clients clients, half good photos, half "
+                                 "bombs, truncated files, oversized beams, photos and bodies, wrong dtypes and shape "
+                                 "lies; good throughput, p50/p99, errors by kind, the server's RSS throughout."),
+    hostile_requests: int = typer.Option(10_000, help="Requests of the --hostile run."),
+    hostile_clients: int = typer.Option(16, help="Clients of the --hostile run."),
     out_dir: Path = typer.Option(Path("bench-out/serve"), help="Where serve.json and serve.md go."),
     stem: str = typer.Option("serve", help="File name stem of the results."),
 ) -> None:
@@ -569,7 +575,7 @@ def serve_cmd(
     extra = ["--max-image-bytes", str(max_image_bytes), *shlex.split(server_args)]
     try:
         result = run_serve(model, data, split, _ints(clients), requests, mixed, soak_seconds, soak_clients, extra,
-                           _command("serve"), log)
+                           _command("serve"), log, hostile_requests if hostile else 0, hostile_clients)
     except ValueError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2)

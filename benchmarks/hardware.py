@@ -14,16 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Optional
 
-# The /proc/cpuinfo flags recorded, and the short names they are reported under (in this order).
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
-         "amx_tile", "amx_bf16", "amx_int8")
-ISA = {
-    "AVX2": ("avx2",),
-    "AVX-512": ("avx512f",),
-    "VNNI": ("avx512_vnni", "avx512vnni", "avx_vnni"),
-    "BF16": ("avx512_bf16", "amx_bf16"),
-    "AMX": ("amx_tile", "amx_bf16", "amx_int8"),
-}
+from corel_annotate.runtime.engines.isa import FLAGS, ISA, isa_names, parse_cpuinfo  # noqa: F401 - re-exported
 
 # Engines looked up by their distribution names (never imported); the first name installed counts.
 ENGINES = {
@@ -36,29 +27,6 @@ ENGINES = {
 IMPORTED_ENGINES = {"torch": ("torch",), "tensorrt": ("tensorrt", "tensorrt-cu12"), "ray": ("ray",),
                     "pyexiv2": ("pyexiv2",), "pytriton": ("nvidia-pytriton",)}
 ENGINE_NAMES = {"onnxruntime": "onnxruntime", "openvino": "OpenVINO", "torch": "PyTorch", "tensorrt": "TensorRT"}
-
-
-def parse_cpuinfo(text: str) -> tuple[str, set[str]]:
-    """The CPU model and the flag set of a ``/proc/cpuinfo`` text (the first processor's; ARM's
-    ``Features`` line counts as flags)."""
-    model, flags = "", set()
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        key = key.strip()
-        if not sep:
-            continue
-        if key == "model name" and not model:
-            model = value.strip()
-        elif key in ("flags", "Features") and not flags:
-            flags = set(value.split())
-    return model, flags
-
-
-def isa_names(flags) -> list[str]:
-    """The short ISA names of a flag set, in the order of :data:`ISA`, e.g. ``["AVX2"]`` or
-    ``["AVX2", "AVX-512", "VNNI", "BF16", "AMX"]``."""
-    flags = set(flags)
-    return [name for name, raw in ISA.items() if flags & set(raw)]
 
 
 def usable_cores() -> int:

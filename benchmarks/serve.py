@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -84,6 +85,31 @@ class SoakResult:
 
 
 @dataclass
+class HostileResult:
+    """``corel-bench serve --hostile``: many clients mixing good photos with every kind of bad request."""
+
+    requests: int
+    clients: int
+    seconds: float
+    good: int
+    good_annotated: int
+    good_per_second: float
+    good_p50_ms: float
+    good_p99_ms: float
+    kinds: dict = field(default_factory=dict)
+    """kind -> [sent, answered with an error (a row error or a KServe error), example message]"""
+    rss_mib_start: float = 0.0
+    rss_mib_after_warmup: float = 0.0
+    """The first sample after a tenth of the run: the server's working set under this load."""
+    rss_mib_end: float = 0.0
+    rss_mib_max: float = 0.0
+    samples: list = field(default_factory=list)
+    server_up: bool = False
+    restarts: int = 0
+    limits: str = ""
+
+
+@dataclass
 class ServeResult:
     bundle: str
     data: str
@@ -96,6 +122,7 @@ class ServeResult:
     client_rows: list[ClientRow] = field(default_factory=list)
     mixed: Optional[MixedResult] = None
     soak: Optional[SoakResult] = None
+    hostile: Optional[HostileResult] = None
     command: str = ""
 
     def to_dict(self) -> dict:
@@ -343,6 +370,134 @@ def mixed(server: ServerProcess, model: str, photos: list[bytes], expected: list
     return result
 
 
+HOSTILE_GOOD_SHARE = 0.5
+"""Half the hostile run's requests are good photos; the other half cycle through :func:`_hostile_kinds`."""
+
+
+def infer_rows(http, client, model: str, photos: list[bytes], beam: Optional[int] = None
+               ) -> tuple[list[str], list[list[str]]]:
+    """One request of these photos (and a beam width for every row) through a tritonclient.http
+    client: each row's error ("" when annotated) and labels."""
+    image = http.InferInput("image", [len(photos), 1], "BYTES")
+    image.set_data_from_numpy(np.array([[p] for p in photos], dtype=object).reshape(len(photos), 1))
+    inputs = [image]
+    if beam is not None:
+        width = http.InferInput("beam_width", [len(photos), 1], "INT32")
+        width.set_data_from_numpy(np.full((len(photos), 1), beam, np.int32))
+        inputs.append(width)
+    result = client.infer(model, inputs, outputs=[http.InferRequestedOutput(n) for n in ("error", "labels")])
+    errors = [e.decode() for e in result.as_numpy("error").reshape(-1)]
+    return errors, [[v.decode() for v in row if v] for row in result.as_numpy("labels")]
+
+
+def _hostile_kinds(good: bytes, limits) -> dict[str, Callable]:
+    """Each kind of bad request, as a function of (tritonclient.http module, client, model, raw POST) that
+    sends it and returns the error it got ("" when it was answered as if good)."""
+    bad = _bad_inputs(good, limits.max_image_bytes)
+
+    def rows(photos: list[bytes], beam: Optional[int] = None):
+        def send(http, client, model, post) -> str:
+            found, _ = infer_rows(http, client, model, photos, beam)
+            return found[0] if all(found) else ""
+        return send
+
+    def raw(body: dict):
+        import json
+
+        def send(http, client, model, post) -> str:
+            status, text = post(json.dumps(body).encode())
+            return text if status >= 400 else ""
+        return send
+
+    kinds = {kind: rows([data]) for kind, data in bad.items()}
+    kinds["beam 1,000,000"] = rows([good], 1_000_000)
+    kinds["beam cap + 1"] = rows([good], limits.max_beam_width + 1)
+    kinds["too many photos"] = rows([good] * (limits.max_photos + 1))
+    per = max(len(good), min(limits.max_image_bytes, limits.max_request_bytes // 2 + 1))
+    padded = good + bytes(per - len(good))
+    kinds["request bytes over the cap"] = rows([padded] * (limits.max_request_bytes // len(padded) + 1))
+    kinds["wrong dtype"] = raw({"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 1], "data": [1.0]}]})
+    kinds["shape lie"] = raw({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [3, 1], "data": ["x"]}]})
+    kinds["beam as text"] = raw({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1, 1], "data": ["x"]},
+                                            {"name": "beam_width", "datatype": "BYTES", "shape": [1, 1], "data": ["9"]}]})
+    return kinds
+
+
+def hostile(server: ServerProcess, model: str, photos: list[bytes], expected: list[list[str]], total: int,
+            clients: int, limits, log: Callable[[str], None]) -> HostileResult:
+    """``total`` requests from ``clients`` threads, half good photos (each must come back with the
+    in-process labels) and half spread over the kinds of bad request (each must get an error); the
+    server's RSS (all its processes) sampled every 2 s."""
+    kinds = _hostile_kinds(photos[0], limits)
+    names = list(kinds)
+    every = round(1 / (1 - HOSTILE_GOOD_SHARE))
+    plan = [("good", i % len(photos)) if i % every else (names[(i // every) % len(names)], -1) for i in range(total)]
+    result = HostileResult(total, clients, 0.0, 0, 0, 0.0, 0.0, 0.0, {k: [0, 0, ""] for k in names})
+    latencies: list[float] = []
+    lock = threading.Lock()
+    procs = _tree(server.pid)
+    pid = server.pid
+    infer_url = f"http://{server.address}/v2/models/{model}/infer"
+
+    def post(body: bytes) -> tuple[int, str]:
+        request = urllib.request.Request(infer_url, data=body, method="POST", headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=300) as reply:
+                return reply.status, reply.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+
+    def worker(part: list) -> None:
+        http, client = _client(server.address)
+        for kind, i in part:
+            t0 = time.perf_counter()
+            try:
+                if kind == "good":
+                    labels, error = _ask(http, client, model, photos[i])
+                else:
+                    labels, error = [], kinds[kind](http, client, model, post)
+            except Exception as exc:  # noqa: BLE001 - a KServe error is an error answer too
+                labels, error = [], f"request error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            dt = time.perf_counter() - t0
+            with lock:
+                if kind == "good":
+                    result.good += 1
+                    if not error and labels == expected[i]:
+                        result.good_annotated += 1
+                        latencies.append(dt)
+                else:
+                    entry = result.kinds[kind]
+                    entry[0] += 1
+                    entry[1] += bool(error)
+                    if error and not entry[2]:
+                        entry[2] = error[:200]
+        client.close()
+
+    start = time.perf_counter()
+    result.rss_mib_start = round(_rss_mib(procs), 1)
+    threads = [threading.Thread(target=worker, args=(plan[c::clients],), daemon=True) for c in range(clients)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        next(t for t in threads if t.is_alive()).join(timeout=2)
+        result.samples.append((round(time.perf_counter() - start, 1), round(_rss_mib(procs), 1)))
+        if len(result.samples) % 150 == 0:
+            done = result.good + sum(v[0] for v in result.kinds.values())
+            log(f"hostile {result.samples[-1][0]:.0f}s: {done}/{total} requests, server RSS "
+                f"{result.samples[-1][1]:.0f} MiB")
+    result.seconds = time.perf_counter() - start
+    result.rss_mib_end = round(_rss_mib(procs), 1)
+    result.rss_mib_max = max([result.rss_mib_end, result.rss_mib_start] + [r for _, r in result.samples])
+    warm = [r for t, r in result.samples if t >= result.seconds / 10] or [result.rss_mib_end]
+    result.rss_mib_after_warmup = warm[0]
+    lat = np.asarray(latencies) * 1000.0 if latencies else np.zeros(1)
+    result.good_per_second = result.good_annotated / result.seconds
+    result.good_p50_ms, result.good_p99_ms = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+    result.server_up = server.up()
+    result.restarts = int(server.pid != pid or server.proc.poll() is not None)
+    return result
+
+
 def soak(server: ServerProcess, model: str, photos: list[bytes], expected: list[list[str]], seconds: float,
          clients: int, warmup: float, log: Callable[[str], None]) -> SoakResult:
     """``clients`` closed-loop clients for ``seconds``; the server's RSS (all its processes) sampled."""
@@ -364,10 +519,10 @@ def soak(server: ServerProcess, model: str, photos: list[bytes], expected: list[
 
 def run_serve(bundle: Path, data: Path, split: str, clients: list[int], requests: int, mixed_requests: int,
               soak_seconds: float, soak_clients: int, server_args: list[str], command: str,
-              log: Callable[[str], None]) -> ServeResult:
+              log: Callable[[str], None], hostile_requests: int = 0, hostile_clients: int = 16) -> ServeResult:
     from corel_annotate.runtime.dataset import read_annotations
     from corel_annotate.runtime.bundle.manifest import load_manifest
-    from corel_annotate.runtime.serve.tensors import MAX_IMAGE_BYTES
+    from corel_annotate.runtime.bundle.limits import MAX_IMAGE_BYTES
     from corel_annotate.runtime.serve.triton_server import model_name
 
     split_file = data / f"{split}.json"
@@ -412,10 +567,36 @@ def run_serve(bundle: Path, data: Path, split: str, clients: list[int], requests
             log(f"soak: {result.soak.requests} requests, {result.soak.errors} errors, RSS "
                 f"{result.soak.rss_mib_after_warmup:.0f} -> {result.soak.rss_mib_end:.0f} MiB "
                 f"({100 * result.soak.growth:+.1f}%)")
+        if hostile_requests:
+            limits = _server_limits(bundle, server_args)
+            result.hostile = hostile(server, model, photos, expected, hostile_requests, hostile_clients, limits, log)
+            result.hostile.limits = limits.describe()
+            h = result.hostile
+            log(f"hostile: {h.good_annotated}/{h.good} good annotated ({h.good_per_second:.1f}/s, p50 "
+                f"{h.good_p50_ms:.0f} ms, p99 {h.good_p99_ms:.0f} ms), bad refused "
+                f"{sum(v[1] for v in h.kinds.values())}/{sum(v[0] for v in h.kinds.values())}, RSS "
+                f"{h.rss_mib_start:.0f} -> {h.rss_mib_end:.0f} MiB (peak {h.rss_mib_max:.0f}), server up {h.server_up}")
     finally:
         code = server.stop()
         log(f"corel-serve stopped, exit {code}")
     return result
+
+
+def _server_limits(bundle: Path, server_args: list[str]):
+    """The limits the benchmark's server applies: corel-serve's own, from its options as passed."""
+    from corel_annotate.runtime.bundle.manifest import load_manifest
+    from corel_annotate.runtime.bundle.limits import MIB
+    from corel_annotate.runtime.serve.triton_server import ServeConfig
+
+    values = {"--max-image-bytes": "max_image_bytes", "--max-beam-width": "max_beam_width",
+              "--max-photos-per-request": "max_photos", "--max-request-mb": "max_request_bytes",
+              "--decode-memory-mb": "decode_memory"}
+    config = ServeConfig()
+    for i, arg in enumerate(server_args[:-1]):
+        if arg in values:
+            value = int(server_args[i + 1]) * (MIB if arg.endswith("-mb") else 1)
+            setattr(config, values[arg], value)
+    return config.limits(load_manifest(bundle, verify=False))
 
 
 def markdown(result: dict, command: str) -> str:
@@ -455,5 +636,23 @@ def markdown(result: dict, command: str) -> str:
                       f"processes) {soak_result['rss_mib_after_warmup']:.0f} MiB after warm-up, "
                       f"{soak_result['rss_mib_end']:.0f} MiB at the end ({100 * soak_result['growth']:+.1f}%), "
                       f"peak {soak_result['rss_mib_max']:.0f} MiB."]
+    h = result.get("hostile")
+    if h:
+        sent = sum(v[0] for v in h["kinds"].values())
+        refused = sum(v[1] for v in h["kinds"].values())
+        lines += ["", f"Hostile load: {h['requests']:,} requests from {h['clients']} clients in {h['seconds']:.0f} s, "
+                      f"half of them bad. Good photos annotated with the in-process labels: {h['good_annotated']:,}/"
+                      f"{h['good']:,} ({h['good_per_second']:.1f}/s, p50 {h['good_p50_ms']:.0f} ms, p99 "
+                      f"{h['good_p99_ms']:.0f} ms). Bad requests answered with an error: {refused:,}/{sent:,}. "
+                      f"Server RSS (all its processes): {h['rss_mib_start']:.0f} MiB at the start, "
+                      f"{h['rss_mib_after_warmup']:.0f} MiB after a tenth of the run (its working set under this "
+                      f"load), {h['rss_mib_end']:.0f} MiB at the end "
+                      f"({100 * (h['rss_mib_end'] / h['rss_mib_after_warmup'] - 1):+.1f}% since), peak "
+                      f"{h['rss_mib_max']:.0f} MiB; server up at the end: "
+                      f"{'yes' if h['server_up'] else 'NO'}, restarts {h['restarts']}. Limits: {h['limits']}.", "",
+                  "| bad request | sent | answered with an error | example |", "| --- | ---: | ---: | --- |"]
+        for kind, (n, errors, example) in h["kinds"].items():
+            example = example.replace("|", "/").replace("\n", " ")[:140]
+            lines.append(f"| {kind} | {n:,} | {errors:,} | `{example}` |")
     lines += ["", f"Command: `{command}`", ""]
     return "\n".join(lines)

@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 
 from corel_annotate.runtime.annotator import Annotator
+from corel_annotate.runtime.engines.isa import isa_names, this_cpu
 from corel_annotate.runtime.evaluation.runner import per_class_f1
 from corel_annotate.runtime.bundle.manifest import MANIFEST, sha256_file
 
@@ -46,17 +47,25 @@ class Int8Report:
     fp32_per_class_f1: float | None = None
     int8_per_class_f1: float | None = None
     float_layers: int = 0
+    cpu: str = dataclasses.field(default_factory=lambda: this_cpu()[0])
+    """The CPU the export ran on, which quantised and judged the graphs."""
+    isa: list = dataclasses.field(default_factory=lambda: isa_names(this_cpu()[1]))
+    """Its instruction sets (``engines.isa``): int8 is fast on onnxruntime's CPU provider only with VNNI."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @property
+    def judged_on(self) -> str:
+        return f"judged on {self.cpu or 'an unknown CPU'} ({', '.join(self.isa) or 'ISA unknown'})"
+
     def summary(self) -> str:
         if self.fp32_per_class_f1 is None or self.int8_per_class_f1 is None:
             return (f"int8 by {self.method} on {self.calibration_images} calibration photos; "
-                    "accuracy not checked (no validation photos)")
+                    f"accuracy not checked (no validation photos); {self.judged_on}")
         return (f"int8 by {self.method}: per-class F1 on {self.validation_images} validation photos "
                 f"{self.fp32_per_class_f1:.4f} (fp32) -> {self.int8_per_class_f1:.4f} (int8), "
-                f"budget {self.max_drop}; {self.float_layers} quantisable layers kept float")
+                f"budget {self.max_drop}; {self.float_layers} quantisable layers kept float; {self.judged_on}")
 
 
 @dataclass

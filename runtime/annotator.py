@@ -119,6 +119,14 @@ class Annotator(BundleFacts):
         onnxruntime provider is missing is named by what ran instead (the CPU)."""
         return engine_name(self.manifest, session_device(self.sessions["encoder"], self.device), self.precision)
 
+    @property
+    def engine_note(self) -> str | None:
+        """One line to show at start-up when this engine is a known slow choice for the bundle (an int8
+        bundle on onnxruntime's CPU provider without VNNI, ``engines.isa``); None otherwise."""
+        from .engines.isa import int8_without_vnni
+
+        return int8_without_vnni(self.manifest.precision, session_device(self.sessions["encoder"], self.device))
+
     def preprocess(self, images: Sequence[ImageLike]) -> np.ndarray:
         """Images (paths, PIL images or HxWx3 uint8 arrays) to the encoder's batch, as the manifest's
         ``preprocess`` declares it (``[B, 3, S, S]`` float32, or ``[B, S, S, 3]`` uint8 pixels)."""
@@ -199,7 +207,13 @@ class Annotator(BundleFacts):
 
     def annotate_batch(self, batch: np.ndarray, beam_width: int | None = None, top_k: int | None = None,
                        threshold: float | None = None, keep_alphas: bool = False) -> list[Annotation]:
-        """Annotate preprocessed images (a batch from :meth:`preprocess`)."""
+        """Annotate preprocessed images (a batch from :meth:`preprocess`).
+
+        Any ``beam_width`` is accepted here.  Memory grows with images x width: each live hypothesis
+        costs :func:`~corel_annotate.runtime.bundle.limits.hypothesis_bytes` (about 0.7 MB for an attention
+        decoder over a 49 x 1280 feature map), so a width of 1,000 on a batch of 8 asks for gigabytes.
+        Code that takes widths from others should check them with
+        :class:`~corel_annotate.runtime.bundle.limits.RequestLimits`, as the server, the Ray job and the page do."""
         encoded = self.encode(batch)
         if self.manifest.is_sequence:
             config = self.decoding_config(beam_width)

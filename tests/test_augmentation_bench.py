@@ -41,7 +41,7 @@ def test_augmentation_bench_end_to_end(synth_data, feature_cache, tmp_path):
     augment_dataset(synth_data, aug, cfg, limit=30, device="cpu", log=lambda _m: None, show_progress=False)
     out = tmp_path / "bench"
     result = CliRunner().invoke(app, ["augmentation", "--data", str(synth_data), "--augmented", str(aug),
-                                      "--out-dir", str(out), "--rows", "cnn-bce", "--seeds", "1,5", "--epochs", "2",
+                                      "--out-dir", str(out), "--rows", "cnn-bce", "--seeds", "1,5", "--epochs", "1",
                                       "--image-size", "128", "--cache-dir", str(feature_cache)])
     assert result.exit_code == 0, result.output
     data = json.loads((out / "augmentation.json").read_text())

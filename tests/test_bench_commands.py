@@ -96,12 +96,14 @@ def test_bench_serve(bundle_copy, small_data, tmp_path):
     out = tmp_path / "out"
     result = bench("serve", "-m", bundle_copy, "--data", small_data, "--clients", "1,2", "--requests", 3,
                    "--mixed", 25, "--soak-seconds", 2, "--soak-clients", 1, "--max-image-bytes", 300_000,
+                   "--hostile", "--hostile-requests", 48, "--hostile-clients", 4,
+                   "--server-args", "--max-request-mb 1 --max-photos-per-request 16 --max-beam-width 6",
                    "--out-dir", out, "--stem", "s")
     assert result.returncode == 0, result.stderr[-3000:]
     assert_none_left(str(bundle_copy), "corel-serve (or its Triton)")
     data = json.loads((out / "s.json").read_text())
     assert set(data) == {"bundle", "data", "photos", "cpu_count", "engine", "local_images_per_second",
-                         "startup_seconds", "rows", "client_rows", "mixed", "soak", "machine", "command"}
+                         "startup_seconds", "rows", "client_rows", "mixed", "soak", "hostile", "machine", "command"}
     assert_machine(data, result, "fp32", out / "s.md")
     assert data["bundle"] == str(bundle_copy) and data["data"] == str(small_data)
     assert data["photos"] == PHOTOS and data["local_images_per_second"] > 0 and data["startup_seconds"] > 0
@@ -135,6 +137,20 @@ def test_bench_serve(bundle_copy, small_data, tmp_path):
     assert f"with {PHOTOS} photos" in md and f"Command: `{data['command']}`" in md
     assert re.search(r"^\| 1 \| 3 \| [\d.]+ \|", md, re.M) and re.search(r"^\| 2 \| 6 \| [\d.]+ \|", md, re.M)
     assert "good photos annotated with the in-process labels 20/20" in md and "Soak: 1 clients" in md
+    # the hostile run: 48 requests, half good; each of the 12 kinds of bad request sent twice, each answered with
+    # an error of its own kind; the good ones annotated as in-process; the server's memory sampled throughout
+    hostile = data["hostile"]
+    assert (hostile["requests"], hostile["clients"], hostile["good"], hostile["good_annotated"]) == (48, 4, 24, 24)
+    assert len(hostile["kinds"]) == 12 and all(n == errors == 2 for n, errors, _ in hostile["kinds"].values())
+    expected = {"beam 1,000,000": "cap of 6", "beam cap + 1": "beam width 7", "too many photos": "at most 16 per request",
+                "request bytes over the cap": "at most 1,048,576 per request", "oversized body": "300,000",
+                "decompression bomb": "pixels", "wrong dtype": "BYTES", "empty": "empty"}
+    for kind, text in expected.items():
+        assert text in hostile["kinds"][kind][2], (kind, hostile["kinds"][kind])
+    assert hostile["server_up"] and hostile["restarts"] == 0 and hostile["samples"]
+    assert 0 < hostile["rss_mib_start"] <= hostile["rss_mib_max"] and hostile["rss_mib_end"] <= hostile["rss_mib_max"]
+    assert "beam width at most 6" in hostile["limits"]
+    assert "Hostile load: 48 requests from 4 clients" in md and "| beam 1,000,000 | 2 | 2 |" in md
 
 
 def test_bench_serve_bad_split_is_a_one_line_error(bundles, small_data, tmp_path):

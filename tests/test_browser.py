@@ -170,7 +170,7 @@ def test_attention_label_click_draws_a_heat_map_and_broken_photo_fails_alone(pag
     page = pages["attention"]
     files = [photos / "x-broken.jpg", photos / "x-alpha.png", photos / "x-rotated.jpg"]
     page.set_input_files("#files", [str(f) for f in files])
-    page.wait_for_function("document.querySelectorAll('.card .meta + ul, .card .error, .card .labels').length >= 3",
+    page.wait_for_function("() => document.querySelectorAll('.card .meta + ul, .card .error, .card .labels').length >= 3",
                            timeout=60_000)
     cards = page.query_selector_all(".card")
     assert len(cards) == 3
@@ -482,7 +482,7 @@ def test_the_page_says_it_cannot_read_heic(pages, tmp_path):
     page = pages["ml-gcn"]
     errors = len(page.query_selector_all(".card .error"))
     page.set_input_files("#files", [str(path)])
-    page.wait_for_function(f"document.querySelectorAll('.card .error').length > {errors}", timeout=60_000)
+    page.wait_for_function(f"() => document.querySelectorAll('.card .error').length > {errors}", timeout=60_000)
     message = page.query_selector_all(".card .error")[-1].inner_text()
     assert message.startswith("iphone.heic: this browser cannot read HEIC/HEIF photos"), message
     assert "corel-annotate[heif]" in message
@@ -516,7 +516,7 @@ def test_the_page_applies_a_label_map_and_exports_csv_and_xmp(browser, bundles, 
                 assert got["labels"] == want.labels, name
                 assert np.allclose(got["scores"], want.scores, atol=1e-3), name
             page.set_input_files("#files", [str(photos / n) for n in names[:4]] + [str(photos / "x-broken.jpg")])
-            page.wait_for_function("document.querySelectorAll('.card .labels, .card .error').length >= 5", timeout=60_000)
+            page.wait_for_function("() => document.querySelectorAll('.card .labels, .card .error').length >= 5", timeout=60_000)
             shown = {card.get_attribute("data-name"): json.loads(card.get_attribute("data-labels"))
                      for card in page.query_selector_all(".card:not(.failed)")}
             assert any(label in ("blue sky", "plants", "water") for labels in shown.values() for label in labels)
@@ -544,3 +544,75 @@ def test_the_page_applies_a_label_map_and_exports_csv_and_xmp(browser, bundles, 
         assert as_list(found["XMP-lr:HierarchicalSubject"]) == [f"corel-annotate|{paths.get(x, '')}{x}" for x in labels]
         assert as_list(found["XMP-digiKam:TagsList"]) == [f"corel-annotate/{paths.get(x, '').replace('|', '/')}{x}"
                                                           for x in labels]
+
+
+def _request(port: int, path: str, host: str | None) -> tuple[int, dict, bytes]:
+    """GET ``path`` from 127.0.0.1:``port`` with this ``Host`` header (None: no Host at all)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.putrequest("GET", path, skip_host=True)
+    if host is not None:
+        conn.putheader("Host", host)
+    conn.endheaders()
+    reply = conn.getresponse()
+    out = reply.status, dict(reply.headers), reply.read()
+    conn.close()
+    return out
+
+
+def test_server_answers_only_requests_addressed_to_it(bundles, photos, capfd):
+    """DNS rebinding: a page on attacker.example resolving its name to 127.0.0.1 sends its own Host."""
+    name = sorted(p.name for p in photos.iterdir() if p.suffix == ".jpeg")[0]
+    with WebServer(bundles["attention"][1], photos=photos, allow_hosts=("Photos.Example.org",)) as server:
+        port = server.httpd.server_address[1]
+        paths = ["/", f"/photos/{name}", "/bundle/manifest.json", "/config.json", "/web/app.js"]
+        for path in paths:
+            for host in (f"attacker.example:{port}", "attacker.example", f"127.0.0.1:{port + 1}", f"localhost.attacker.example:{port}",
+                         f"127.0.0.1.attacker.example:{port}", "", None):
+                status, _, body = _request(port, path, host)
+                assert status == 403, (path, host, status)
+                assert (photos / name).read_bytes() not in body and b'"kind"' not in body
+            for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}", f"[::1]:{port}", "photos.example.org",
+                         "photos.example.org:443"):
+                status, headers, body = _request(port, path, host)
+                assert status == 200, (path, host, status)
+        _, headers, body = _request(port, f"/photos/{name}", f"127.0.0.1:{port}")
+        assert body == (photos / name).read_bytes()
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        csp = headers["Content-Security-Policy"]
+        assert "default-src 'self'" in csp and "'wasm-unsafe-eval'" in csp and "'unsafe-eval'" not in csp.replace("'wasm-unsafe-eval'", "")
+    err = capfd.readouterr().err
+    assert f"refused GET /photos/{name} for Host 'attacker.example:{port}'" in err
+    assert "--allow-host" in err and all(len(line) < 300 for line in err.splitlines())
+    with pytest.raises(ValueError, match="--allow-host"):
+        WebServer(bundles["attention"][1], allow_hosts=(" ",))
+
+
+def test_page_works_under_its_csp_and_caps_the_beam_option(browser, bundles, photos):
+    """The page annotates under the Content-Security-Policy with no violation, and a ?beam= above the
+    server's cap is each photo's error, not a search."""
+    from corel_annotate.runtime.bundle.limits import RequestLimits
+
+    bundle = bundles["attention"][1]
+    name = sorted(p.name for p in photos.iterdir() if p.suffix == ".jpeg")[0]
+    limits = RequestLimits.for_manifest(load_manifest(bundle), max_beam_width=4)
+    expected = Annotator.load(bundle, device="cpu").annotate([photos / name], beam_width=4)[0].labels
+    with WebServer(bundle, photos=photos, limits=limits) as server:
+        for query, want in (("?backend=wasm&threads=2&beam=4", expected), ("?backend=wasm&beam=5", "cap of 4"),
+                            ("?backend=wasm&beam=-3", "at least 1")):
+            page = browser.new_page()
+            violations: list[str] = []
+            page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+            page.goto(server.url + query)
+            page.wait_for_function("() => document.getElementById('status').className !== 'busy'", timeout=180_000)
+            assert page.get_attribute("#status", "class") == "ready", page.inner_text("#status")
+            page.set_input_files("#files", [str(photos / name)])
+            page.wait_for_function("() => document.querySelectorAll('.card .labels, .card .error').length >= 1", timeout=60_000)
+            if isinstance(want, list):
+                assert json.loads(page.get_attribute(".card", "data-labels")) == want
+            else:
+                assert want in page.inner_text(".card .error"), page.inner_text(".card")
+            assert page.evaluate("document.querySelectorAll('img[src^=\"blob:\"]').length") == 1
+            assert not violations, violations
+            page.close()

@@ -10,7 +10,7 @@ from PIL import Image
 from corel_annotate.runtime.dataset import SKIP_REASONS, CorelDataset, read_annotations
 from corel_annotate.runtime.bundle.vocabulary import Vocabulary
 
-pytestmark = pytest.mark.runtime  # also run by the runtime-only install (make test-runtime)
+pytestmark = pytest.mark.runtime  # run by the runtime-only install (make test-runtime), not by the first stage
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "corel5k"
 

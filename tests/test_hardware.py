@@ -89,3 +89,14 @@ def test_written_results_carry_the_record_and_the_line(tmp_path):
     record = json.loads(json_path.read_text())["machine"]
     assert record["cpu"] and record["cores"] >= 1 and record["isa"] == machine().isa
     assert md_path.read_text().splitlines()[-1] == markdown_line(record)
+
+
+def test_an_int8_bundle_on_onnxruntime_without_vnni_is_said_at_start_up():
+    from corel_annotate.runtime.engines.isa import int8_without_vnni
+
+    epyc, sapphire, cascade = (parse_cpuinfo(text)[1] for text in (EPYC, SAPPHIRE, CASCADE))
+    line = int8_without_vnni("int8", "cpu", epyc)
+    assert line is not None and "without VNNI (AVX2)" in line and "openvino" in line and "\n" not in line
+    assert int8_without_vnni("int8", "cpu", sapphire) is None and int8_without_vnni("int8", "cpu", cascade) is None
+    assert int8_without_vnni("int8", "openvino", epyc) is None    # OpenVINO runs int8 well everywhere
+    assert int8_without_vnni("fp32", "cpu", epyc) is None and int8_without_vnni("int8", "cuda", epyc) is None

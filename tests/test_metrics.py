@@ -20,7 +20,7 @@ from corel_annotate.runtime.evaluation.metrics import (
     mean_average_precision,
 )
 
-pytestmark = pytest.mark.runtime  # also run by the runtime-only install (make test-runtime)
+pytestmark = pytest.mark.runtime  # run by the runtime-only install (make test-runtime), not by the first stage
 
 # Hand example, 3 images x 4 labels.
 #   label 0: targets [1,1,1], predictions [1,0,0] -> tp=1, predicted=1, groundtruth=3
@@ -155,6 +155,7 @@ def _torch_reference(t_np: np.ndarray, o_np: np.ndarray) -> dict[str, float]:
     }
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("seed", range(10))
 def test_agrees_with_torch_reference(seed: int) -> None:
     rng = np.random.default_rng(seed)
@@ -171,6 +172,7 @@ def test_agrees_with_torch_reference(seed: int) -> None:
             assert got[key] == pytest.approx(value, abs=1e-12, rel=0), key
 
 
+@pytest.mark.full
 def test_agrees_with_torch_reference_on_hand_example() -> None:
     expected = _torch_reference(HAND_TARGETS, HAND_PREDICTIONS)
     got = annotation_metrics(HAND_TARGETS, HAND_PREDICTIONS).to_dict()

@@ -98,6 +98,9 @@ def test_int8_export_is_accuracy_controlled_on_the_validation_photos(lowered, bu
     report = json.loads((lowered["int8"] / "manifest.json").read_text())["source"]["int8"]
     cfg, _ = load_checkpoint(bundles["attention"][0])
     assert report["method"] == "nncf accuracy control"
+    from corel_annotate.runtime.engines.isa import isa_names, this_cpu
+
+    assert (report["cpu"], report["isa"]) == (this_cpu()[0], isa_names(this_cpu()[1]))   # the ISA it was judged on
     assert report["validation_images"] == cfg.data["val_images"] == len(validation_set(cfg).images)
     assert DEFAULT_MAX_DROP == report["max_drop"] == INT8_BUDGET
     # the validation photos the training run held out, run through both bundles here, F1 counted here

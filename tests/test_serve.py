@@ -25,6 +25,10 @@ pytest.importorskip("pytriton")
 tritonclient_http = pytest.importorskip("tritonclient.http")
 runner = CliRunner()
 MAX_IMAGE_BYTES = 2_000_000
+MAX_PHOTOS = 12
+MAX_REQUEST_MB = 3
+RSS_BOUND_MB = 48
+"""How far 120 refused requests may move the server's memory (its process and Triton's)."""
 SERVE = [sys.executable, "-m", "corel_annotate.runtime.cli.serve"]
 
 
@@ -65,7 +69,8 @@ def server(bundles, memory_bundles):
     ports = free_ports(3)
     proc = start_server(["--model", str(bundles["attention"][1]), "--model", str(bundles["ml-gcn"][1]),
                          "--model", f"ml-gcn-memory={memory_bundles['ml-gcn']}"], ports,
-                        "--device", "cpu", "--precision", "fp32", "--max-image-bytes", str(MAX_IMAGE_BYTES))
+                        "--device", "cpu", "--precision", "fp32", "--max-image-bytes", str(MAX_IMAGE_BYTES),
+                        "--max-photos-per-request", str(MAX_PHOTOS), "--max-request-mb", str(MAX_REQUEST_MB))
     srv = Server(proc, ports)
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -211,6 +216,69 @@ def test_second_server_on_the_same_ports_and_bad_bundles_exit_2(server, bundles,
     out, _ = bad.communicate(timeout=120)
     assert bad.returncode == 2 and graph.name in out and "sha256" in out.lower()
     assert server.get("/v2/health/ready") == 200
+
+
+def _rows(server: Server, photos: list[bytes], beam: int | None = None) -> tuple[list[str], list[list[str]]]:
+    """One request of these photos to the attention model: each row's error and labels."""
+    from corel_annotate.benchmarks.serve import infer_rows
+
+    client = tritonclient_http.InferenceServerClient(server.url.split("//")[1], network_timeout=120)
+    try:
+        return infer_rows(tritonclient_http, client, "attention", photos, beam)
+    finally:
+        client.close()
+
+
+def test_requests_over_the_limits_get_row_errors_and_memory_stays_flat(server, bundles, photos):
+    import psutil
+
+    from corel_annotate.runtime.bundle.manifest import load_manifest
+    from corel_annotate.runtime.bundle.limits import RequestLimits
+
+    cap = RequestLimits.for_manifest(load_manifest(bundles["attention"][1])).max_beam_width
+    good = [p.read_bytes() for p in sorted(photos.iterdir()) if p.suffix == ".jpeg"][:2]
+    padded = good[0] + bytes(1_900_000 - len(good[0]))   # a readable JPEG under the per-photo limit
+    _, before = _rows(server, good, beam=cap)
+    oversized = {"beam": (good, 1_000_000, f"more than this server's cap of {cap}"),
+                 "beam+1": (good, cap + 1, f"cap of {cap}"),
+                 "photos": ([good[0]] * (MAX_PHOTOS + 1), None, f"at most {MAX_PHOTOS} per request"),
+                 "bytes": ([padded, padded], None, f"at most {MAX_REQUEST_MB * 1024 * 1024:,} per request")}
+
+    def refuse_all() -> None:
+        for what, (rows, beam, message) in oversized.items():
+            errors, labels = _rows(server, rows, beam)
+            assert all(message in e for e in errors) and not any(labels), (what, errors[:1])
+
+    proc = psutil.Process(server.proc.pid)
+
+    def rss() -> int:
+        return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
+
+    refuse_all()
+    start = rss()
+    for _ in range(30):
+        refuse_all()
+    grown = (rss() - start) / 2**20
+    assert grown < RSS_BOUND_MB, f"120 refused requests grew the server by {grown:.1f} MB"
+    errors, after = _rows(server, good, beam=cap)
+    assert errors == ["", ""] and after == before   # nothing else changed
+    assert server.get("/v2/health/ready") == 200 and server.proc.poll() is None
+
+
+def test_a_server_reachable_from_other_machines_says_it_has_no_authentication(bundles):
+    """192.0.2.1 (TEST-NET-1) is no address of this machine: the warning comes first, then the bind fails."""
+    from corel_annotate.runtime.cli.serve import serve_app
+
+    result = CliRunner().invoke(serve_app, ["--model", str(bundles["attention"][1]), "--host", "192.0.2.1",
+                                            "--http-port", "18000", "--grpc-port", "18001", "--metrics-port", "18002"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert "no authentication" in lines[0] and "proxy" in lines[0] and "docs/serving.md" in lines[0]
+    assert "cannot listen on 192.0.2.1:18000" in result.output and "already in use" not in result.output
+    loopback = CliRunner().invoke(serve_app, ["--model", str(bundles["attention"][1]), "--host", "127.0.0.1",
+                                              "--max-beam-width", "0"])
+    assert loopback.exit_code == 2 and "no authentication" not in loopback.output
+    assert "--max-beam-width 0: at least 1" in loopback.output
 
 
 def pending_requests(server: Server, model: str) -> float:

@@ -106,21 +106,21 @@ def test_checkpoint_is_self_describing_and_reloads(synth_data, feature_cache, tm
 
 def test_resume_continues_from_last_epoch(synth_data, feature_cache, tmp_path):
     whole = tmp_path / "whole.ckpt"
-    run(synth_data, whole, feature_cache, "attention", epochs=5)
+    run(synth_data, whole, feature_cache, "attention", epochs=3)
     parted = tmp_path / "parted.ckpt"
     model_cfg = ModelConfig(method="attention", num_labels=0)
-    train_cfg = TrainConfig(epochs=5, batch_size=32, image_size=IMAGE_SIZE, device="cpu", seed=3)
+    train_cfg = TrainConfig(epochs=3, batch_size=32, image_size=IMAGE_SIZE, device="cpu", seed=3)
     train(synth_data, parted, model_cfg, SequenceConfig(), DecodingConfig(), train_cfg, cache_dir=feature_cache,
           log=lambda _m: None, show_progress=False, stop_after=2)
     cfg_mid, mid = load_checkpoint(last_path(parted))
     assert mid["epoch"] == 1 and len(cfg_mid.history) == 2
-    resumed = run(synth_data, parted, feature_cache, "attention", epochs=5, resume=True)
-    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4, 5]
+    resumed = run(synth_data, parted, feature_cache, "attention", epochs=3, resume=True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     _, a = load_checkpoint(last_path(whole))
     _, b = load_checkpoint(last_path(parted))
     for key, value in a["state_dict"].items():
         assert torch.allclose(value.float(), b["state_dict"][key].float(), atol=1e-6), key
-    assert {int(s["step"]) for s in b["optimizer"]["state"].values()} == {5 * steps_per_epoch(resumed)}
+    assert {int(s["step"]) for s in b["optimizer"]["state"].values()} == {3 * steps_per_epoch(resumed)}
 
 
 def steps_per_epoch(cfg) -> int:

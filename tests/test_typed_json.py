@@ -11,7 +11,7 @@ import pytest
 
 from corel_annotate.runtime.bundle.manifest import FORMAT, BundleManifest
 
-pytestmark = pytest.mark.runtime  # also run by the runtime-only install (make test-runtime)
+pytestmark = pytest.mark.runtime  # run by the runtime-only install (make test-runtime), not by the first stage
 
 SOURCE = "b/manifest.json"
 MANIFEST = {

@@ -505,7 +505,10 @@ def _oof_thresholds(run: _Run, ckpt: CheckpointConfig) -> None:
         fit = cross_fit_scores(make_head, views, targets_t, tokens_t, lengths_t, train_cfg, ckpt.decode, run.device,
                                run.log, lambda: bar.advance(task))
     real = len(data.train.samples) - data.info.get("augmented", {}).get("images", 0)  # not generated images
-    scores, targets = fit.scores[:real], data.targets[:real]
+    # the thresholds come from the scores as stored (float16), so they can be refitted from the checkpoint
+    # exactly: fitted on the float32 scores, a near-tie could pick another cut on another CPU
+    stored = fit.scores[:real].astype(np.float16)
+    scores, targets = stored.astype(np.float32), data.targets[:real]
     top_k = int(targets.sum(axis=1).max())
     thresholds = shrunk_thresholds(scores, targets, top_k, 1)
     m = annotation_metrics(targets.astype(np.uint8),
@@ -515,7 +518,7 @@ def _oof_thresholds(run: _Run, ckpt: CheckpointConfig) -> None:
                            "seconds": round(time.perf_counter() - t0, 2), **m.to_dict()}
     ckpt.scoring = best.scoring
     ckpt.metrics["oof"] = best.metrics["oof"]
-    save_checkpoint(run.out, best, model, oof_scores=torch.from_numpy(scores.astype(np.float16)))
+    save_checkpoint(run.out, best, model, oof_scores=torch.from_numpy(stored))
     run.log(f"thresholds (shrunk per label, from {train_cfg.folds}-fold out-of-fold scores of {real} "
             f"training photos; at most {top_k} and at least 1 label per photo): out-of-fold per-class F1 "
             f"{m.per_class_f1:.4f}, per-image F1 {m.per_image_f1:.4f}, N+ {m.n_plus} "

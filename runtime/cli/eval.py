@@ -39,6 +39,8 @@ def evaluate(
     try:
         annotator = Annotator.load(model, device=device.value, threads=threads, precision=precision.value)
         annotator.check_overrides(beam_width)
+        if annotator.engine_note:
+            log(annotator.engine_note)
         total = len(CorelDataset(data).read(split).samples)
         with progress_bar(total, progress and sys.stderr.isatty()) as bar:
             task = bar.add_task(f"evaluating {split}", total=total)

@@ -68,6 +68,9 @@ def infer(
                                       "machine, --ray ADDRESS (ray://HOST:10001, HOST:6379 or auto) joins a "
                                       "cluster. Needs pip install 'corel-annotate[ray]'."),
     workers: int = typer.Option(0, help="--ray: Annotator actors (0: one per CPU of the cluster)."),
+    max_beam_width: Optional[int] = typer.Option(None, help="--ray: the widest --beam-width the job accepts "
+                                                 "(default: what fits a 256 MB decoding bound, from the manifest's "
+                                                 "shapes); workers decode batches in chunks within that bound."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first image that cannot be read."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run: keep the records already in "
                                 "--output and annotate only the images without one."),
@@ -135,13 +138,17 @@ def infer(
         elif ray is not None:
             from ..jobs.ray_job import RayJob
 
-            job = RayJob.start(ray, Path(model), device.value, precision.value, workers, labels=label_map)
+            job = RayJob.start(ray, Path(model), device.value, precision.value, workers, labels=label_map,
+                               max_beam_width=max_beam_width)
         else:
             from ..jobs.local import LocalJob
 
             job = LocalJob.load(Path(model), device=device.value, threads=threads, precision=precision.value,
                                 labels=label_map)
         _check_job(job, beam_width, top_k, threshold, attention_maps, model)
+        note = getattr(getattr(job, "annotator", None), "engine_note", None)
+        if note:
+            console.print(note, highlight=False, markup=False)
         if tag_options is not None:
             tagger = TagWriter(tag_options, job.bundle_id, label_map.path if label_map is not None else None)
     except ValueError as exc:

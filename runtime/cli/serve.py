@@ -8,8 +8,8 @@ import typer
 from rich.markup import escape
 
 
+from ..bundle.limits import BEAM_CEILING, MAX_IMAGE_BYTES, MIB
 from ..preprocessing import MAX_PIXELS
-from ..serve.tensors import MAX_IMAGE_BYTES
 from ..serve.triton_server import ServeConfig
 from . import DEVICE_HELP, PRECISION_HELP, Device, Precision, console, fail, log
 
@@ -32,6 +32,18 @@ def serve_command(
     instances: int = typer.Option(_DEFAULT.instances, help="Model instances per bundle. They share this "
                                   "process (and its GIL): on 2 cores 1 instance gave 156 images/s, 2 gave 112."),
     max_image_bytes: int = typer.Option(MAX_IMAGE_BYTES, help="Refuse encoded photos larger than this (per image)."),
+    max_request_mb: int = typer.Option(_DEFAULT.max_request_bytes // MIB, help="Refuse requests carrying more "
+                                       "photo bytes than this, all their photos together (an error in each row)."),
+    max_photos_per_request: int = typer.Option(_DEFAULT.max_photos, help="Refuse requests carrying more photos "
+                                               "(an error in each row); at most --max-batch, above which Triton "
+                                               "refuses the request itself."),
+    max_beam_width: Optional[int] = typer.Option(None, help="Refuse requests asking for a wider beam (an error in "
+                                                 "each row). Default: per bundle, the widest beam whose search for "
+                                                 f"one photo fits --decode-memory-mb, at most {BEAM_CEILING}; "
+                                                 "printed at start-up."),
+    decode_memory_mb: int = typer.Option(_DEFAULT.decode_memory // MIB, help="Memory bound of one beam search: "
+                                         "the default beam cap follows from it and the manifest's shapes, and "
+                                         "batches are decoded in chunks within it."),
     max_pixels: int = typer.Option(MAX_PIXELS, help="Refuse photos with more pixels (decompression-bomb guard)."),
     drain_timeout: int = typer.Option(_DEFAULT.drain_timeout_s, help="On SIGTERM, seconds to let the requests "
                                       "in flight finish."),
@@ -46,7 +58,9 @@ def serve_command(
     """Serve bundles on Triton with dynamic batching. Clients send encoded photos (JPEG, PNG, ...) as a
     BYTES tensor "image" [1] per row, and optionally "beam_width" (sequence bundles) or "top_k" and
     "threshold" (scores bundles); the answer per row is "labels", "scores", "error" (empty when the
-    photo was annotated) and, when requested, "attention". Ready (/v2/health/ready) only once every
+    photo was annotated) and, when requested, "attention". A request over a limit (beam width, photos,
+    bytes) gets an error in each of its rows; the limits are printed at start-up. The endpoint has no
+    authentication: keep --host on loopback or put a proxy in front (docs/serving.md). Ready (/v2/health/ready) only once every
     bundle is verified and warm. SIGTERM or Ctrl-C drains the requests in flight and exits 0.
     Exit codes: 0 stopped cleanly, 2 bad bundle, options or ports taken, 1 the server died.
     Client: corel-infer PHOTOS --server http://HOST:PORT --model NAME."""
@@ -54,9 +68,11 @@ def serve_command(
 
     config = ServeConfig(host, http_port, grpc_port, metrics_port, max_batch, max_queue_delay_ms, instances,
                          max_image_bytes, max_pixels, drain_timeout, device.value, precision.value, threads, log_file,
-                         labels)
+                         labels, max_beam_width, decode_memory_mb * MIB, max_photos_per_request, max_request_mb * MIB)
     try:
         config.check()
+        if config.exposure_warning():
+            log(config.exposure_warning())
         check_ports_free(config)
         models = load_models(model, config, log)
     except ValueError as exc:

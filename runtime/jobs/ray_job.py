@@ -28,6 +28,7 @@ from .records import InferOptions, Produced, error_record, ok_record
 from ..photos import IMAGE_SUFFIXES, load_batch
 from ..bundle.manifest import MANIFEST, BundleManifest, load_manifest
 from ..bundle.label_map import LabelMap
+from ..bundle.limits import RequestLimits
 from ..preprocessing import display_path
 from ..reasons import one_line
 
@@ -109,7 +110,7 @@ class BatchAnnotator:
     ``bytes`` rows into ``record`` (JSON text) and ``alphas`` (pickled attention weights or empty)."""
 
     def __init__(self, shipped: list, device: str, precision: str, threads: int, options: InferOptions,
-                 labels: Optional[LabelMap] = None) -> None:
+                 labels: Optional[LabelMap] = None, limits: Optional[RequestLimits] = None) -> None:
         import ray
 
         from ..annotator import Annotator
@@ -123,20 +124,34 @@ class BatchAnnotator:
         self.options, self.threads = options, threads
         self.pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None   # photo decoding
         self.kwargs = options.decoding_kwargs(self.annotator.manifest.is_sequence)
+        self.limits = limits or RequestLimits.for_manifest(self.annotator.manifest)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         config, limit = self.annotator.preprocess_config, self.options.max_pixels
         paths = [str(p) for p in batch["path"]]
-        photos = list(zip(paths, map(bytes, batch["bytes"]))) if "bytes" in batch else [Path(p) for p in paths]
+        records: list[str] = []
+        if "bytes" in batch:   # read by Ray: a file over the per-photo limit is not decoded
+            photos: list = []
+            for path, data in zip(paths, batch["bytes"]):
+                too_big = self.limits.check_image(len(data))
+                if too_big:
+                    records.append(json.dumps(error_record(path, f"{display_path(path)}: {too_big}")))
+                else:
+                    photos.append((path, bytes(data)))
+        else:
+            photos = [Path(p) for p in paths]
         loaded = load_batch(photos, config, limit, self.pool)
-        records = [json.dumps(error_record(p, reason)) for p, reason in loaded.failed]
+        records += [json.dumps(error_record(p, reason)) for p, reason in loaded.failed]
         alphas = [b""] * len(records)
         if loaded.array is not None:
             keep = self.options.keep_alphas
-            for path, result in zip(loaded.paths, self.annotator.annotate_batch(loaded.array, keep_alphas=keep,
-                                                                                 **self.kwargs)):
-                records.append(json.dumps(ok_record(path, result.labels, result.scores)))
-                alphas.append(pickle.dumps([np.asarray(a) for a in result.alphas]) if keep else b"")
+            seq = self.annotator.manifest.sequence
+            chunk = self.limits.chunk_photos(self.kwargs.get("beam_width") or (seq.decoding.beam_width if seq else 1))
+            for start in range(0, len(loaded.paths), chunk):   # each search within the memory bound
+                results = self.annotator.annotate_batch(loaded.array[start:start + chunk], keep_alphas=keep, **self.kwargs)
+                for path, result in zip(loaded.paths[start:start + chunk], results):
+                    records.append(json.dumps(ok_record(path, result.labels, result.scores)))
+                    alphas.append(pickle.dumps([np.asarray(a) for a in result.alphas]) if keep else b"")
         return {"record": records, "alphas": alphas}
 
 
@@ -236,18 +251,25 @@ class RayJob(BundleFacts):
     """``corel-infer --ray``: Ray started or joined, the bundle verified and in the object store."""
 
     def __init__(self, address: str, bundle: Path, manifest: BundleManifest, device: str, precision: str,
-                 sizing: Sizing, shipped: Any, owns_ray: bool, labels: Optional[LabelMap] = None) -> None:
+                 sizing: Sizing, shipped: Any, owns_ray: bool, labels: Optional[LabelMap] = None,
+                 limits: Optional[RequestLimits] = None) -> None:
         self.address, self.bundle, self.manifest, self.labels = address, bundle, manifest, labels
+        self.limits = limits or RequestLimits.for_manifest(manifest)
         self.device, self.precision, self.sizing = device, precision, sizing
         self._shipped, self._owns_ray = shipped, owns_ray
 
     @classmethod
     def start(cls, address: str, bundle: Path, device: str = "auto", precision: str = "auto",
-              workers: int = 0, labels: Optional[LabelMap] = None) -> "RayJob":
+              workers: int = 0, labels: Optional[LabelMap] = None, max_beam_width: Optional[int] = None) -> "RayJob":
         """Verify ``bundle`` here (ValueError naming the problem), connect to Ray, put the bundle's files in
         the object store and size the actor pool.  ``auto`` device and precision are settled here, so
-        every worker computes alike.  ``labels``: the run-time label map every worker applies."""
+        every worker computes alike.  ``labels``: the run-time label map every worker applies.
+        ``max_beam_width``: the widest beam the job accepts (None: what fits the decoding memory bound,
+        :class:`~corel_annotate.runtime.bundle.limits.RequestLimits`); the workers decode within that bound."""
         manifest = load_manifest(bundle, verify=True)
+        if max_beam_width is not None and max_beam_width < 1:
+            raise ValueError(f"--max-beam-width {max_beam_width}: at least 1")
+        limits = RequestLimits.for_manifest(manifest, max_beam_width)
         if labels is not None:
             labels.bind(manifest.vocabulary, manifest.kind)
         device, precision = settle_engine(device, precision)
@@ -264,7 +286,17 @@ class RayJob(BundleFacts):
                 ray.shutdown()
             raise
         _quiet_data()
-        return cls(address, bundle, manifest, device, precision, sizing, shipped, owns, labels)
+        return cls(address, bundle, manifest, device, precision, sizing, shipped, owns, labels, limits)
+
+    def check_overrides(self, beam_width: Optional[int] = None, top_k: Optional[int] = None,
+                        threshold: Optional[float] = None) -> None:
+        """The bundle's rules, and the beam width against the job's cap (a wider search could exhaust a
+        worker's memory: ``--max-beam-width`` raises the cap)."""
+        super().check_overrides(beam_width, top_k, threshold)
+        try:
+            self.limits.check_beam(beam_width)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; --max-beam-width raises it") from None
 
     @property
     def engine(self) -> str:
@@ -299,7 +331,7 @@ class RayJob(BundleFacts):
         out = ds.map_batches(BatchAnnotator, batch_size=options.batch_size, batch_format="numpy", compute=pool,
                              num_cpus=s.actor_cpus,
                              fn_constructor_args=([self._shipped], self.device, self.precision, s.threads, options,
-                                                  self.labels))
+                                                  self.labels, self.limits))
         try:
             for row in out.iter_rows():
                 record = json.loads(row["record"])

@@ -10,10 +10,6 @@ from typing import Any, Optional
 
 import numpy as np
 
-MAX_IMAGE_BYTES = 32 * 1024 * 1024
-"""Encoded photos larger than this are refused per image (a camera JPEG is 3-12 MB)."""
-
-
 @dataclass(frozen=True)
 class TensorDecl:
     """One input or output of the served model: name, numpy dtype, shape without the batch axis."""

@@ -16,10 +16,11 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..annotator import Annotator
+from ..bundle.limits import RequestLimits
 from ..photos import photo_tensor
 from ..preprocessing import MAX_PIXELS
-from .tensors import (ATTENTION, BEAM_WIDTH, ERROR, IMAGE, LABELS, MAX_IMAGE_BYTES, SCORES, THRESHOLD, TOP_K,
-                      model_inputs, model_outputs, option_value)
+from .tensors import (ATTENTION, BEAM_WIDTH, ERROR, IMAGE, LABELS, SCORES, THRESHOLD, TOP_K, model_inputs,
+                      model_outputs, option_value)
 
 @dataclass
 class _Row:
@@ -33,14 +34,17 @@ class _Row:
 
 class BundleModel:
     """The callable bound to Triton for one bundle: decodes every photo of a dynamic batch in
-    threads, groups rows by their decoding options, runs each group through the Annotator in one
-    encoder call, and answers each request with its own rows.  A photo that cannot be read, or is
-    too large, is an error in its own row; the other rows of the batch are annotated."""
+    threads, groups rows by their decoding options, runs each group through the Annotator in
+    chunks that keep a search within the limits' memory bound, and answers each request with its
+    own rows.  A photo that cannot be read, or is too large, is an error in its own row; a request
+    over a limit (too many photos or bytes, too wide a beam) gets an error in each of its rows; the
+    other rows of the batch are annotated.  ``limits`` None: those of the bundle's manifest."""
 
-    def __init__(self, annotator: Annotator, name: str, max_image_bytes: int = MAX_IMAGE_BYTES,
+    def __init__(self, annotator: Annotator, name: str, limits: RequestLimits | None = None,
                  max_pixels: int = MAX_PIXELS, decode_threads: int = 2) -> None:
         self.annotator, self.name = annotator, name
-        self.max_image_bytes, self.max_pixels = max_image_bytes, max_pixels
+        self.limits = limits or RequestLimits.for_manifest(annotator.manifest)
+        self.max_pixels = max_pixels
         self.is_sequence = annotator.manifest.is_sequence
         self.inputs = model_inputs(self.is_sequence)
         self.outputs = model_outputs(annotator.has_attention)
@@ -62,8 +66,9 @@ class BundleModel:
     def _decode(self, index: int, data: bytes) -> _Row:
         row = _Row(index)
         name = "image"   # the client puts the file's name in its place
-        if len(data) > self.max_image_bytes:
-            row.error = f"{name}: {len(data):,} bytes is more than the server's limit of {self.max_image_bytes:,}"
+        too_big = self.limits.check_image(len(data))
+        if too_big:
+            row.error = f"{name}: {too_big}"
             return row
         if not data:
             row.error = f"{name}: empty image"
@@ -82,6 +87,7 @@ class BundleModel:
                 beam = option_value(request, BEAM_WIDTH)
                 beam = None if beam is None else int(beam)
                 self.annotator.check_overrides(beam_width=beam)
+                self.limits.check_beam(beam)
                 return {"beam_width": beam}, ""
             top_k, threshold = option_value(request, TOP_K), option_value(request, THRESHOLD)
             top_k = None if top_k is None else int(top_k)
@@ -108,7 +114,12 @@ class BundleModel:
             if IMAGE.name not in data:   # Triton lets a python-backend request omit a required input
                 missing.append(_Row(r, error=f"the request has no {IMAGE.name!r} input (one encoded photo per row)"))
                 continue
-            images.extend((r, bytes(item)) for item in np.asarray(data[IMAGE.name]).reshape(-1))
+            items = np.asarray(data[IMAGE.name]).reshape(-1)
+            refused = self.limits.check_request([len(item) for item in items])
+            if refused:   # nothing of it is decoded
+                missing.extend(_Row(r, error=refused) for _ in items)
+                continue
+            images.extend((r, bytes(item)) for item in items)
         rows = list(self._pool.map(lambda item: self._decode(*item), images)) + missing
         want_attention = [ATTENTION.name in (getattr(q, "requested_output_names", None) or ()) for q in requests]
         groups: dict[tuple, list[_Row]] = {}
@@ -121,12 +132,22 @@ class BundleModel:
                     key = (tuple(sorted(kwargs.items())), want_attention[request_index])
                     groups.setdefault(key, []).append(row)
         for (kwargs, alphas), group in groups.items():
-            batch = np.stack([row.array for row in group])
+            kwargs = dict(kwargs)
             self.batch_sizes.append(len(group))
-            for row, result in zip(group, self.annotator.annotate_batch(batch, keep_alphas=alphas, **dict(kwargs))):
-                row.labels, row.scores, row.alphas = result.labels, result.scores, result.alphas
+            width = kwargs.get("beam_width") or self._own_width
+            chunk = self.limits.chunk_photos(width)
+            for start in range(0, len(group), chunk):
+                part = group[start:start + chunk]
+                batch = np.stack([row.array for row in part])
+                for row, result in zip(part, self.annotator.annotate_batch(batch, keep_alphas=alphas, **kwargs)):
+                    row.labels, row.scores, row.alphas = result.labels, result.scores, result.alphas
         return [self._response([row for row in rows if row.request == r], want_attention[r])
                 for r in range(len(requests))]
+
+    @property
+    def _own_width(self) -> int:
+        seq = self.annotator.manifest.sequence
+        return seq.decoding.beam_width if seq is not None else 1
 
     def _response(self, rows: list[_Row], attention: bool) -> dict[str, np.ndarray]:
         width = max([len(row.labels) for row in rows] + [1])

@@ -3,6 +3,7 @@
 warm, and a SIGTERM that drains the requests in flight."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -19,8 +20,9 @@ from typing import Callable, Optional
 
 from ..annotator import Annotator
 from ..bundle.label_map import LabelMap
+from ..bundle.limits import DECODE_MEMORY, MAX_IMAGE_BYTES, MAX_PHOTOS, MAX_REQUEST_BYTES, RequestLimits
 from ..preprocessing import MAX_PIXELS
-from .tensors import MAX_IMAGE_BYTES, TensorDecl
+from .tensors import TensorDecl
 from .triton_model import BundleModel
 
 _NAME = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -46,6 +48,37 @@ class ServeConfig:
     log_file: Optional[Path] = None
     labels: Optional[Path] = None
     """A run-time label map every served bundle applies (``--labels``)."""
+    max_beam_width: Optional[int] = None
+    """The widest beam a request may ask for (None: per bundle, what fits ``decode_memory``)."""
+    decode_memory: int = DECODE_MEMORY
+    max_photos: int = MAX_PHOTOS
+    max_request_bytes: int = MAX_REQUEST_BYTES
+
+    def exposure_warning(self) -> Optional[str]:
+        """The start-up line for an address other than loopback: no authentication, put a proxy in front."""
+        if self.is_loopback:
+            return None
+        return (f"warning: --host {self.host} is reachable from other machines and this endpoint has no "
+                "authentication: anyone who reaches it can send photos; put it behind an authenticating proxy "
+                "(docs/serving.md, 'Exposing the server')")
+
+    def limits(self, manifest) -> RequestLimits:
+        """The request limits for one served bundle (ValueError when a setting is out of range).  Triton
+        itself refuses a request of more rows than ``max_batch``, so the photo cap is at most that."""
+        return RequestLimits.for_manifest(manifest, self.max_beam_width, self.decode_memory, self.max_image_bytes,
+                                          self.max_request_bytes, min(self.max_photos, self.max_batch))
+
+    @property
+    def is_loopback(self) -> bool:
+        """Whether only this machine can reach the server (127.0.0.0/8, ::1, localhost)."""
+        import ipaddress
+
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
 
     def check(self) -> None:
         if self.max_batch < 1:
@@ -57,6 +90,10 @@ class ServeConfig:
         ports = [self.http_port, self.grpc_port, self.metrics_port]
         if len(set(ports)) != 3 or min(ports) < 1 or max(ports) > 65535:
             raise ValueError(f"ports {ports}: three different ports between 1 and 65535")
+        if self.max_beam_width is not None and self.max_beam_width < 1:
+            raise ValueError(f"--max-beam-width {self.max_beam_width}: at least 1")
+        RequestLimits(self.max_beam_width or 1, self.decode_memory, 0, self.max_image_bytes, self.max_request_bytes,
+                      self.max_photos)
 
 
 @dataclass
@@ -94,6 +131,9 @@ def check_ports_free(config: ServeConfig) -> None:
             try:
                 probe.bind((config.host, port))
             except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise ValueError(f"--host {config.host}: cannot listen on {config.host}:{port} ({exc.strerror}); "
+                                     "give an address of this machine") from None
                 raise ValueError(f"{config.host}:{port} ({label}) is already in use ({exc.strerror}): another "
                                  "server runs there; stop it or choose other ports") from None
 
@@ -123,11 +163,15 @@ def load_models(specs: list[str], config: ServeConfig, log: Callable[[str], None
         for _ in range(config.instances):
             annotator = Annotator.load(bundle, device=config.device, threads=threads, precision=config.precision,
                                        pin_threads=config.instances == 1, labels=labels)
-            instance = BundleModel(annotator, name, config.max_image_bytes, config.max_pixels,
+            limits = config.limits(annotator.manifest)
+            instance = BundleModel(annotator, name, limits, config.max_pixels,
                                    decode_threads=max(1, (os.cpu_count() or 1) // config.instances))
             instance.warm_up()
             model.instances.append(instance)
         log(f"{name}: {bundle} ({annotator.method}, {annotator.engine}, {config.instances} instances), warm")
+        log(f"{name}: {limits.describe()}")
+        if annotator.engine_note:
+            log(f"{name}: {annotator.engine_note}")
         served.append(model)
     return served
 

@@ -21,19 +21,35 @@ async function start() {
   if (!gpu) backends = backends.filter((b) => b !== "webgpu");
   const ort = await import(gpu ? config.ort : config.ort_wasm);
   ort.env.wasm.wasmPaths = config.wasm_paths;
-  const threads = Number(params.get("threads") || config.threads || 0);
-  ort.env.wasm.numThreads = crossOriginIsolated ? (threads || Math.min(navigator.hardwareConcurrency || 1, 4)) : 1;
+  // a link can carry these options: threads within the machine's cores, the beam within the server's cap
+  const cores = navigator.hardwareConcurrency || 1;
+  const asked = Math.trunc(Number(params.get("threads") || config.threads || 0));
+  const threads = Number.isFinite(asked) && asked > 0 ? Math.min(asked, cores) : 0;
+  ort.env.wasm.numThreads = crossOriginIsolated ? (threads || Math.min(cores, 4)) : 1;
   try {
     const annotator = await Annotator.load(ort, config.bundle, { schemaUrl: config.schema, backends });
     annotator.labelMap = await LabelMap.load(config.labels);
     const ms = performance.now();  // since navigation started: page, bundle fetched and verified, sessions created
     const m = annotator.manifest;
     setStatus(`ready: ${m.source.method || m.kind} bundle (${m.kind}, ${m.precision}, ${m.vocabulary.length} labels) on ${annotator.backend}; page ready in ${ms.toFixed(0)} ms (bundle ${(ms - started).toFixed(0)} ms)`, "ready");
-    return { annotator, readyMs: ms, ort };
+    return { annotator, readyMs: ms, ort, config, options: pageOptions(params, config) };
   } catch (e) {
     setStatus(`error: ${e.message}`, "error");
     throw e;
   }
+}
+
+/** The decoding options of the page's URL (?beam=K), or the reason they are refused: a reason
+ *  becomes each photo's error, so a link cannot make the page search a beam wider than the cap. */
+function pageOptions(params, config) {
+  const beam = params.get("beam");
+  if (beam === null || beam === "") return {};
+  const width = Number(beam);
+  if (!Number.isInteger(width) || width < 1) return { refused: `?beam=${beam}: give a whole number of at least 1` };
+  if (config.max_beam_width && width > config.max_beam_width) {
+    return { refused: `?beam=${width} is more than this page's cap of ${config.max_beam_width} (corel-web --max-beam-width)` };
+  }
+  return { beamWidth: width };
 }
 
 function heatmap(canvas, weights) {
@@ -113,11 +129,15 @@ const ready = start();
 const shown = [];   // what the page shows, in order: what the export buttons write
 
 async function annotateFiles(files) {
-  const { annotator } = await ready;
+  const { annotator, config, options } = await ready;
   for (const file of files) {
     const view = card(file);
     try {
-      const annotation = await annotator.annotateBlob(file, file.name);
+      if (options.refused) throw new Error(`${file.name}: ${options.refused}`);
+      if (config.max_image_bytes && file.size > config.max_image_bytes) {
+        throw new Error(`${file.name}: ${file.size.toLocaleString("en")} bytes is more than this page's limit of ${config.max_image_bytes.toLocaleString("en")}`);
+      }
+      const annotation = await annotator.annotateBlob(file, file.name, { beamWidth: options.beamWidth ?? null });
       show(view, annotation, annotator.backend);
       shown.push({ image: file.name, labels: annotation.labels, scores: annotation.scores });
     } catch (e) {

@@ -3,10 +3,17 @@ bundle's schema and one bundle, served on 127.0.0.1 with the cross-origin-isolat
 WebAssembly threads need (COOP ``same-origin``, COEP ``require-corp``).  Standard library only.
 
 Nothing else is served: requests outside the page's folders, or reaching out of them, get 404.
+Only requests addressed to this server answer: a ``Host`` other than ``127.0.0.1``, ``localhost``
+or ``[::1]`` with the server's port (or a name given with ``allow_hosts``) gets 403, which closes
+DNS rebinding (a page the user visits resolving its own name to 127.0.0.1 to read their photos), as
+Vite's ``server.allowedHosts`` and Jupyter's local-host check do.  Every answer carries
+``X-Content-Type-Options: nosniff`` and a Content-Security-Policy allowing only the page's own
+origin (plus ``wasm-unsafe-eval``, which onnxruntime-web's WebAssembly needs).
 """
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from dataclasses import asdict, dataclass, replace
 from http import HTTPStatus
@@ -17,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..bundle.manifest import SCHEMA_FILE
 from ..bundle.label_map import LabelMap
+from ..bundle.limits import BEAM_CEILING, RequestLimits
 
 WEB_DIR = Path(__file__).resolve().parent
 VENDOR_DIR = WEB_DIR / "vendor"
@@ -46,6 +54,30 @@ class PageConfig:
     backends: str = "webgpu,wasm"
     labels: Optional[str] = None
     """``/labels.json`` when the page applies a run-time label map (``corel-web --labels``)."""
+    max_beam_width: int = 0
+    """The widest beam the page's ``?beam=`` option may ask for (0: the manifest's own width only)."""
+    max_image_bytes: int = 0
+    """Photos larger than this are refused, each with its own error (0: no limit)."""
+
+
+CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; img-src 'self' blob: data:; "
+       "connect-src 'self' blob: data:; worker-src 'self' blob:; style-src 'self'; object-src 'none'; "
+       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+"""The page's own origin only; ``wasm-unsafe-eval`` compiles onnxruntime-web's WebAssembly, ``blob:``
+shows the dropped photos and lets onnxruntime-web start its threads' workers."""
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+def allowed_hosts(port: int, extra: tuple[str, ...] = ()) -> frozenset[str]:
+    """``Host`` values this server answers: the loopback names with its port, and each extra name
+    (a proxy's host name, answered with or without a port)."""
+    names = {f"{name}:{port}" for name in LOOPBACK_NAMES}
+    for name in extra:
+        name = name.strip().lower()
+        if not name:
+            raise ValueError("--allow-host: give a host name, for example photos.example.org")
+        names.add(name)
+    return frozenset(names)
 
 
 def check_vendor(vendor: Path = VENDOR_DIR) -> None:
@@ -60,6 +92,7 @@ class _Handler(SimpleHTTPRequestHandler):
     routes: dict[str, Path] = {}
     config: bytes = b"{}"
     labels: bytes = b""
+    hosts: frozenset[str] = frozenset()
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         pass
@@ -68,8 +101,21 @@ class _Handler(SimpleHTTPRequestHandler):
         self.send_header("Cross-Origin-Opener-Policy", "same-origin")
         self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
         self.send_header("Cross-Origin-Resource-Policy", "same-origin")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", CSP)
         self.send_header("Cache-Control", "no-store")
         super().end_headers()
+
+    def _host_allowed(self) -> bool:
+        """Whether the request names this server in ``Host`` (403 and one log line otherwise)."""
+        host = (self.headers.get("Host") or "").strip().lower()
+        if host in self.hosts or host.rsplit(":", 1)[0] in self.hosts:
+            return True
+        path = urlsplit(self.path).path[:120]
+        print(f"corel-web: refused {self.command} {path} for Host {host or '(none)'!r}: not this server's address "
+              "(--allow-host NAME answers a proxy's name)", file=sys.stderr, flush=True)
+        self.send_error(HTTPStatus.FORBIDDEN, "this server answers only requests addressed to it")
+        return False
 
     def _resolve(self) -> Path | None:
         path = unquote(urlsplit(self.path).path)
@@ -87,6 +133,8 @@ class _Handler(SimpleHTTPRequestHandler):
         return None
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if not self._host_allowed():
+            return None
         if urlsplit(self.path).path == "/config.json":
             return self._send(self.config, "application/json")
         if urlsplit(self.path).path == "/labels.json" and self.labels:
@@ -97,7 +145,8 @@ class _Handler(SimpleHTTPRequestHandler):
         self._send(target.read_bytes(), TYPES.get(target.suffix.lower(), "application/octet-stream"))
 
     def do_HEAD(self) -> None:  # noqa: N802
-        self.send_error(HTTPStatus.METHOD_NOT_ALLOWED)
+        if self._host_allowed():
+            self.send_error(HTTPStatus.METHOD_NOT_ALLOWED)
 
     def _send(self, body: bytes, content_type: str) -> None:
         self.send_response(HTTPStatus.OK)
@@ -109,15 +158,29 @@ class _Handler(SimpleHTTPRequestHandler):
 
 class WebServer:
     """The page for one bundle on 127.0.0.1:``port`` (0: a free port); ``photos`` is also served under
-    ``/photos/`` for scripted runs (tests, ``corel-bench browser``).  Use as a context manager."""
+    ``/photos/`` for scripted runs (tests, ``corel-bench browser``).  ``allow_hosts``: names besides
+    the loopback ones the server answers to (a proxy's).  ``limits``: the caps the page applies to
+    its URL options and photos (default: the bundle's, from its manifest).  Use as a context manager."""
 
     def __init__(self, bundle: str | Path, port: int = 0, photos: str | Path | None = None,
                  config: PageConfig | None = None, vendor: Path = VENDOR_DIR,
-                 labels: LabelMap | None = None) -> None:
+                 labels: LabelMap | None = None, allow_hosts: tuple[str, ...] = (),
+                 limits: RequestLimits | None = None) -> None:
+        from ..bundle.manifest import load_manifest
+
         check_vendor(vendor)
         config = config or PageConfig()
         if labels is not None:
             config = replace(config, labels="/labels.json")
+        if limits is None:
+            try:
+                limits = RequestLimits.for_manifest(load_manifest(bundle, verify=False))
+            except ValueError:   # the page refuses a broken bundle itself, with its own message
+                limits = RequestLimits(BEAM_CEILING)
+        self.limits = limits
+        config = replace(config, max_beam_width=self.limits.max_beam_width,
+                         max_image_bytes=self.limits.max_image_bytes)
+        allowed_hosts(1, allow_hosts)   # refuse an empty name before binding
         routes = {"/web/": WEB_DIR, "/vendor/": vendor.resolve(), "/bundle/": Path(bundle).resolve()}
         if photos is not None:
             routes["/photos/"] = Path(photos).resolve()
@@ -125,6 +188,7 @@ class WebServer:
                                                 "labels": json.dumps(labels.to_dict()).encode() if labels else b""})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.httpd.daemon_threads = True
+        handler.hosts = allowed_hosts(self.httpd.server_address[1], allow_hosts)
         self._thread: threading.Thread | None = None
 
     @property
