@@ -569,7 +569,7 @@ def test_server_answers_only_requests_addressed_to_it(bundles, photos, capfd):
         paths = ["/", f"/photos/{name}", "/bundle/manifest.json", "/config.json", "/web/app.js"]
         for path in paths:
             for host in (f"attacker.example:{port}", "attacker.example", f"127.0.0.1:{port + 1}", f"localhost.attacker.example:{port}",
-                         f"127.0.0.1.attacker.example:{port}", "", None):
+                         f"127.0.0.1.attacker.example:{port}", f"127.0.0.1:{port}:1", "photos.example.org:x", "", None):
                 status, _, body = _request(port, path, host)
                 assert status == 403, (path, host, status)
                 assert (photos / name).read_bytes() not in body and b'"kind"' not in body

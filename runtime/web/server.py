@@ -68,16 +68,16 @@ shows the dropped photos and lets onnxruntime-web start its threads' workers."""
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
-def allowed_hosts(port: int, extra: tuple[str, ...] = ()) -> frozenset[str]:
-    """``Host`` values this server answers: the loopback names with its port, and each extra name
-    (a proxy's host name, answered with or without a port)."""
-    names = {f"{name}:{port}" for name in LOOPBACK_NAMES}
+def allowed_hosts(port: int, extra: tuple[str, ...] = ()) -> tuple[frozenset[str], frozenset[str]]:
+    """``Host`` values this server answers: the loopback names with its port (exactly), and the extra
+    names (a proxy's host name, answered with or without a port)."""
+    names = set()
     for name in extra:
         name = name.strip().lower()
         if not name:
             raise ValueError("--allow-host: give a host name, for example photos.example.org")
         names.add(name)
-    return frozenset(names)
+    return frozenset(f"{name}:{port}" for name in LOOPBACK_NAMES), frozenset(names)
 
 
 def check_vendor(vendor: Path = VENDOR_DIR) -> None:
@@ -93,6 +93,7 @@ class _Handler(SimpleHTTPRequestHandler):
     config: bytes = b"{}"
     labels: bytes = b""
     hosts: frozenset[str] = frozenset()
+    names: frozenset[str] = frozenset()
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         pass
@@ -109,7 +110,8 @@ class _Handler(SimpleHTTPRequestHandler):
     def _host_allowed(self) -> bool:
         """Whether the request names this server in ``Host`` (403 and one log line otherwise)."""
         host = (self.headers.get("Host") or "").strip().lower()
-        if host in self.hosts or host.rsplit(":", 1)[0] in self.hosts:
+        name, sep, port = host.rpartition(":")
+        if host in self.hosts or host in self.names or (sep and port.isdigit() and name in self.names):
             return True
         path = urlsplit(self.path).path[:120]
         print(f"corel-web: refused {self.command} {path} for Host {host or '(none)'!r}: not this server's address "
@@ -188,7 +190,7 @@ class WebServer:
                                                 "labels": json.dumps(labels.to_dict()).encode() if labels else b""})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.httpd.daemon_threads = True
-        handler.hosts = allowed_hosts(self.httpd.server_address[1], allow_hosts)
+        handler.hosts, handler.names = allowed_hosts(self.httpd.server_address[1], allow_hosts)
         self._thread: threading.Thread | None = None
 
     @property
