@@ -34,6 +34,7 @@ def test_the_default_cap_fits_the_bound_and_chunks_keep_every_search_within_it(b
     for width in range(1, small.max_beam_width + 1):
         assert small.chunk_photos(width) * width * per <= small.decode_memory
         assert (small.chunk_photos(width) + 1) * width * per > small.decode_memory
+    assert small.chunk_photos(None) == small.chunk_photos(own) != small.chunk_photos(own + 1)   # a request naming no width
     assert "beam width at most 10" in small.describe() and f"{per / MIB:.2f} MB per hypothesis" in small.describe()
 
 

@@ -80,6 +80,8 @@ class RequestLimits:
     max_image_bytes: int = MAX_IMAGE_BYTES
     max_request_bytes: int = MAX_REQUEST_BYTES
     max_photos: int = MAX_PHOTOS
+    own_beam_width: int = 1
+    """The manifest's own width: what a request that names none is searched at."""
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -102,7 +104,8 @@ class RequestLimits:
             own = manifest.sequence.decoding.beam_width if manifest.sequence else 1
             fits = decode_memory // per if per else BEAM_CEILING
             max_beam_width = max(own, min(BEAM_CEILING, fits))
-        return cls(max_beam_width, decode_memory, per, max_image_bytes, max_request_bytes, max_photos)
+        own = manifest.sequence.decoding.beam_width if manifest.sequence else 1
+        return cls(max_beam_width, decode_memory, per, max_image_bytes, max_request_bytes, max_photos, own)
 
     @property
     def bound_bytes(self) -> int:
@@ -132,11 +135,13 @@ class RequestLimits:
             return f"{size:,} bytes is more than the server's limit of {self.max_image_bytes:,}"
         return ""
 
-    def chunk_photos(self, beam_width: int) -> int:
-        """Photos per decoder search at this width so that a chunk stays within ``decode_memory``."""
+    def chunk_photos(self, beam_width: Optional[int] = None) -> int:
+        """Photos per decoder search at this width (None: the manifest's own) so that a chunk stays
+        within ``decode_memory``."""
         if not self.hypothesis_bytes:
             return self.max_photos
-        return max(1, self.decode_memory // (max(1, beam_width) * self.hypothesis_bytes))
+        width = beam_width or self.own_beam_width
+        return max(1, self.decode_memory // (max(1, width) * self.hypothesis_bytes))
 
     def describe(self) -> str:
         """The start-up line: the caps and the memory bound they keep."""

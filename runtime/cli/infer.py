@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperCommand
 
+from ..bundle.limits import DECODE_MEMORY, MIB
 from ..preprocessing import MAX_PIXELS
 from . import (DEVICE_HELP, PRECISION_HELP, Device, Format, Precision, Sidecar, TagMode, console,
                fail, progress_bar)
@@ -69,7 +70,7 @@ def infer(
                                       "cluster. Needs pip install 'corel-annotate[ray]'."),
     workers: int = typer.Option(0, help="--ray: Annotator actors (0: one per CPU of the cluster)."),
     max_beam_width: Optional[int] = typer.Option(None, help="--ray: the widest --beam-width the job accepts "
-                                                 "(default: what fits a 256 MB decoding bound, from the manifest's "
+                                                 f"(default: what fits a {DECODE_MEMORY // MIB} MB decoding bound, from the manifest's "
                                                  "shapes); workers decode batches in chunks within that bound."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first image that cannot be read."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run: keep the records already in "

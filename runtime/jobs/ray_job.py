@@ -145,8 +145,7 @@ class BatchAnnotator:
         alphas = [b""] * len(records)
         if loaded.array is not None:
             keep = self.options.keep_alphas
-            seq = self.annotator.manifest.sequence
-            chunk = self.limits.chunk_photos(self.kwargs.get("beam_width") or (seq.decoding.beam_width if seq else 1))
+            chunk = self.limits.chunk_photos(self.kwargs.get("beam_width"))
             for start in range(0, len(loaded.paths), chunk):   # each search within the memory bound
                 results = self.annotator.annotate_batch(loaded.array[start:start + chunk], keep_alphas=keep, **self.kwargs)
                 for path, result in zip(loaded.paths[start:start + chunk], results):

@@ -134,8 +134,7 @@ class BundleModel:
         for (kwargs, alphas), group in groups.items():
             kwargs = dict(kwargs)
             self.batch_sizes.append(len(group))
-            width = kwargs.get("beam_width") or self._own_width
-            chunk = self.limits.chunk_photos(width)
+            chunk = self.limits.chunk_photos(kwargs.get("beam_width"))
             for start in range(0, len(group), chunk):
                 part = group[start:start + chunk]
                 batch = np.stack([row.array for row in part])
@@ -143,11 +142,6 @@ class BundleModel:
                     row.labels, row.scores, row.alphas = result.labels, result.scores, result.alphas
         return [self._response([row for row in rows if row.request == r], want_attention[r])
                 for r in range(len(requests))]
-
-    @property
-    def _own_width(self) -> int:
-        seq = self.annotator.manifest.sequence
-        return seq.decoding.beam_width if seq is not None else 1
 
     def _response(self, rows: list[_Row], attention: bool) -> dict[str, np.ndarray]:
         width = max([len(row.labels) for row in rows] + [1])
