@@ -68,9 +68,14 @@ def latency(
                                      "exported with the normalised float32 input of format 3 (corel-export "
                                      "--input-dtype float32), on onnxruntime and OpenVINO: pixel input, side by side."),
     photo_size: str = typer.Option("native", help="Photo size for the end-to-end rows: native (the data set's "
-                                   "photos) or WIDTHxHEIGHT (the test photos upscaled to a camera's size and "
-                                   "saved as quality-92 JPEGs, e.g. 4032x3024); with a camera size the fp32 bundle "
-                                   "is also timed decoding every pixel (the path before draft decoding)."),
+                                   "photos) or WIDTHxHEIGHT (the test photos made into camera files of that size, "
+                                   "e.g. 4032x3024, see --jpeg-mb); with a camera size the fp32 bundle is also "
+                                   "timed decoding every pixel (the path before draft decoding)."),
+    jpeg_mb: float = typer.Option(3.5, help="With a camera --photo-size: target MB per file, reached with "
+                                  "sensor-like noise as a camera's files are (0: the smooth upscale, about 0.7 MB "
+                                  "at 12 MP, which no camera writes)."),
+    jpeg_encoding: str = typer.Option("baseline", help="With a camera --photo-size: baseline, progressive or mixed "
+                                      "(alternately); every fourth file is stored sideways with an EXIF orientation."),
 ) -> None:
     """One run: PyTorch eager, the runtime on fp32/fp16/int8 bundles and TensorRT where installed; encoder,
     decoder step and end-to-end (JPEG bytes to labels; greedy, beam 3, beam 10) latency at each batch size;
@@ -83,8 +88,8 @@ def latency(
     from corel_annotate.runtime.evaluation.runner import evaluate_bundle
 
     from .flops import graph_flops, matmul_peak
-    from .latency import (RuntimeVariant, TorchVariant, bench_variants, camera_photos, cpu_count,
-                          infer_throughput, stage_times)
+    from .camera_files import camera_files, describe
+    from .latency import RuntimeVariant, TorchVariant, bench_variants, cpu_count, infer_throughput, stage_times
     from .report import write
     from .tensorrt_rows import tensorrt_rows
 
@@ -104,15 +109,10 @@ def latency(
     paths = [s.path for s in samples[:images]]
     camera = None
     if photo_size != "native":
-        try:
-            camera = tuple(int(v) for v in photo_size.lower().split("x"))
-            assert len(camera) == 2 and min(camera) >= 16
-        except (ValueError, AssertionError):
-            console.print(f"[red]error:[/red] --photo-size {escape(photo_size)}: expected native or WIDTHxHEIGHT",
-                          highlight=False)
-            raise typer.Exit(2)
-        console.print(f"writing {len(paths)} photos at {camera[0]}x{camera[1]}", highlight=False, markup=False)
-        paths = camera_photos(paths, camera, out_dir / f"photos-{camera[0]}x{camera[1]}")
+        spec = _camera_spec(photo_size, jpeg_mb, 92, jpeg_encoding)
+        camera = spec.size
+        console.print(f"writing {len(paths)} camera files ({spec.folder_name})", highlight=False, markup=False)
+        paths = camera_files(paths, spec, out_dir)
     jpegs = [p.read_bytes() for p in paths]
     preprocess = cfg.preprocess
     bundles = {}
@@ -136,7 +136,7 @@ def latency(
               "torch_threads": torch.get_num_threads(), "hardware": hardware,
               "encoder_gflops": graph_flops(bundles.get("fp32", next(iter(bundles.values()))) / "encoder.onnx") / 1e9,
               "rows": [], "command": _command("latency"), "photo_size": photo_size,
-              "photo_bytes_median": float(np.median([len(j) for j in jpegs]))}
+              "photo_bytes_median": float(np.median([len(j) for j in jpegs])), "files": describe(paths)}
     log = lambda m: console.print(m, highlight=False, markup=False)
     variants = []
     if torch_eager:
@@ -614,6 +614,95 @@ def ray_cmd(
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2)
     for path in write_tables(result, out_dir, stem, result["command"], markdown):
+        log(f"wrote {path}")
+
+
+def _pixels(size: str) -> tuple[int, int]:
+    """WIDTHxHEIGHT as two integers (typer.Exit(2) with a one-line reason otherwise)."""
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+        return w, h
+    except ValueError:
+        console.print(f"[red]error:[/red] photo size {escape(size)}: expected WIDTHxHEIGHT, e.g. 4032x3024",
+                      highlight=False)
+        raise typer.Exit(2)
+
+
+def _camera_spec(size: str, jpeg_mb: float, quality: int, encoding: str, preview: str = ""):
+    """The camera files' spec from the options (typer.Exit(2) with a one-line reason if they are wrong)."""
+    from .camera_files import CameraSpec
+
+    try:
+        return CameraSpec(_pixels(size), jpeg_mb or None, quality, encoding, preview=_pixels(preview) if preview else None)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2)
+
+
+@app.command("archive")
+def archive_cmd(
+    checkpoint: Path = typer.Option(..., help="Checkpoint: its fp32 and int8 bundles are exported into --out-dir."),
+    data: Path = typer.Option(..., help="Corel-layout directory: the camera files are made from its test photos."),
+    images: int = typer.Option(64, help="Camera files in the folder."),
+    size: str = typer.Option("4032x3024", help="The camera files' pixels, WIDTHxHEIGHT."),
+    jpeg_mb: float = typer.Option(3.5, help="Target MB per file, reached with sensor-like noise (0: the smooth "
+                                  "upscale, about 0.7 MB at 12 MP)."),
+    quality: int = typer.Option(92, help="JPEG quality of the camera files."),
+    encodings: str = typer.Option("baseline,progressive", help="Comma-separated: one folder of files per encoding "
+                                  "(baseline, as cameras and phones write; progressive, as web exports; mixed, alternately)."),
+    precisions: str = typer.Option("fp32,int8", help="Bundles to export and run."),
+    batch_size: int = typer.Option(8, help="corel-infer's --batch-size."),
+    rounds: int = typer.Option(3, help="Pipeline rounds per engine, interleaved."),
+    threads: int = typer.Option(0, help="corel-infer's --threads (0: the engine's default)."),
+    previews: str = typer.Option("1920x1440", help="Also measure corel-infer --previews on the first encoding's files "
+                                 "rewritten with a camera's large preview of this size (WIDTHxHEIGHT; empty: skip)."),
+    levers: bool = typer.Option(True, "--levers/--no-levers", help="Also time the pipeline's levers side by side on "
+                                "the first encoding with the auto engine: the decoder (simplejpeg or Pillow), the "
+                                "prefetch unit (a photo or a batch), decoding and engine threads."),
+    out_dir: Path = typer.Option(Path("bench-out/archive"), help="Bundles and camera files (kept for reuse)."),
+    results: Path = typer.Option(Path("bench-out/archive"), help="Where STEM.json and STEM.md go."),
+    stem: str = typer.Option("archive", help="File name stem of the results."),
+) -> None:
+    """corel-infer over a folder of camera-size files of a camera's file size, per engine, against the core-time
+    bound cores / (decode + resize + encoder + decoder), each stage timed alone on one thread.
+
+    Exit codes: 0 done, 2 bad input."""
+    from corel_annotate.export.bundle import export_bundle
+    from corel_annotate.runtime.dataset import CorelDataset
+
+    from .accuracy import write_tables
+    from .archive import markdown, run_archive
+    from .camera_files import camera_files, describe
+
+    log = lambda m: console.print(m, highlight=False, markup=False)  # noqa: E731
+    specs = [_camera_spec(size, jpeg_mb, quality, e.strip()) for e in encodings.split(",") if e.strip()]
+    try:
+        dataset = CorelDataset(data)
+        samples = dataset.read("test" if dataset.has_split("test") else "train").samples[:images]
+        folders = {}
+        for spec in specs:
+            log(f"writing {len(samples)} camera files ({spec.folder_name})")
+            paths = camera_files([s.path for s in samples], spec, out_dir)
+            folders[spec.encoding] = (paths, {**describe(paths), "size": f"{spec.size[0]}x{spec.size[1]}",
+                                              "quality": quality, "folder": spec.folder_name})
+            log(f"{len(paths)} files, mean {folders[spec.encoding][1]['mean_mb']:.2f} MB")
+        preview_files = None
+        if previews:
+            preview_spec = _camera_spec(size, jpeg_mb, quality, specs[0].encoding, previews)
+            log(f"writing {len(samples)} camera files with a large preview ({preview_spec.folder_name})")
+            paths = camera_files([s.path for s in samples], preview_spec, out_dir)
+            preview_files = (paths, {**describe(paths), "preview": previews, "folder": preview_spec.folder_name})
+        bundles = {}
+        for precision in [p.strip() for p in precisions.split(",") if p.strip()]:
+            bundles[precision] = out_dir / f"{checkpoint.stem}.{precision}.bundle"
+            if not (bundles[precision] / "manifest.json").is_file():
+                log(f"exporting {precision} bundle {bundles[precision]}")
+                export_bundle(checkpoint, bundles[precision], precision=precision, force=True, log=lambda _m: None)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2)
+    result = run_archive(bundles, folders, batch_size, rounds, _command("archive"), log, threads, levers, preview_files)
+    for path in write_tables(result, results, stem, result["command"], markdown):
         log(f"wrote {path}")
 
 

@@ -249,19 +249,6 @@ def stage_times(variant: "RuntimeVariant", jpegs: Sequence[bytes], repeats: int 
             "photo_pixels": list(Image.open(io.BytesIO(jpegs[0])).size)}
 
 
-def camera_photos(paths: Sequence[Path], size: tuple[int, int], folder: Path, quality: int = 92) -> list[Path]:
-    """The photos upscaled to a camera's ``size`` and saved as JPEG (kept in ``folder`` for reuse)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for p in paths:
-        target = folder / (p.stem + ".jpg")
-        if not target.is_file():
-            with Image.open(p) as img:
-                img.convert("RGB").resize(size, Image.Resampling.BICUBIC).save(target, "JPEG", quality=quality)
-        out.append(target)
-    return out
-
-
 def _scale(t: Timing, factor: float) -> Timing:
     return Timing(t.median * factor, t.p10 * factor, t.p90 * factor, t.n)
 

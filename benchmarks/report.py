@@ -14,6 +14,8 @@ def _fmt(t: dict | None, digits: int = 2) -> str:
 def markdown(result: dict) -> str:
     """The latency table: per image figures in ms, median (p10–p90)."""
     hw = result["hardware"]
+    files = result.get("files") or {}
+    mb = f"{files['mean_mb']:.2f}" if files else "–"
     lines = [
         f"Checkpoint `{result['checkpoint']}` ({result['method']}, {result['backbone']}, {result['image_size']} px); "
         f"{result['cpu_count']} CPU cores, runtime threads {result['threads'] or 'default'}, "
@@ -24,13 +26,16 @@ def markdown(result: dict) -> str:
            else "")
         + (f"; int8 (OpenVINO QDQ MatMul, for the openvino-int8 rows' %): {hw['int8_peak_gops']:.1f} GOP/s." if "int8_peak_gops" in hw
            else "."),
+        *([f"Photos: {files['files']} JPEG files, mean {files['mean_mb']:.2f} MB (from {files['min_mb']:.2f} to "
+            f"{files['max_mb']:.2f}), {files['progressive']} progressive, {files['exif_oriented']} stored sideways with "
+            "an EXIF orientation."] if files else []),
         "",
-        "| variant | batch | encoder ms/img | encoder GFLOP/s (% of peak) | decoder step ms | greedy ms/img | beam 3 ms/img | beam 10 ms/img |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| variant | photo MB | batch | encoder ms/img | encoder GFLOP/s (% of peak) | decoder step ms | greedy ms/img | beam 3 ms/img | beam 10 ms/img |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in result["rows"]:
         if row.get("note"):
-            lines.append(f"| {row['variant']} | {row['batch'] or '–'} | {row['note']} | | | | | |")
+            lines.append(f"| {row['variant']} | {mb} | {row['batch'] or '–'} | {row['note']} | | | | | |")
             continue
         enc = row["encoder_ms"]
         rate = result["encoder_gflops"] / (enc["median"] / 1000.0)
@@ -40,18 +45,18 @@ def markdown(result: dict) -> str:
         elif row["variant"] == "openvino-int8":
             peak = hw.get("int8_peak_gops", peak)
         e2e = row["end_to_end_ms"]
-        lines.append(f"| {row['variant']} | {row['batch']} | {_fmt(enc)} | {rate:.1f} ({100 * rate / peak:.0f}%) "
+        lines.append(f"| {row['variant']} | {mb} | {row['batch']} | {_fmt(enc)} | {rate:.1f} ({100 * rate / peak:.0f}%) "
                      f"| {_fmt(row.get('step_ms'), 3)} | {_fmt(e2e.get('greedy'))} | {_fmt(e2e.get('beam3'))} "
                      f"| {_fmt(e2e.get('beam10'))} |")
     if result.get("stages"):
         first = next(iter(result["stages"].values()))
         lines += ["", f"Where one photo's time goes at batch 1 ({first['photo_pixels'][0]}x{first['photo_pixels'][1]} "
                       "JPEG to labels, greedy), ms (share):", "",
-                  "| variant | decode pixels | resize + normalise | encoder | decoder | total | total ÷ encoder |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| variant | photo MB | decode pixels | resize + normalise | encoder | decoder | total | total ÷ encoder |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for name, st in result["stages"].items():
             cells = " | ".join(f"{st['ms'][s]:.2f} ({100 * st['share'][s]:.0f}%)" for s in ("decode", "resize", "encoder", "decoder"))
-            lines.append(f"| {name} | {cells} | {st['total_ms']:.2f} | {st['total_ms'] / st['ms']['encoder']:.2f}× |")
+            lines.append(f"| {name} | {mb} | {cells} | {st['total_ms']:.2f} | {st['total_ms'] / st['ms']['encoder']:.2f}× |")
     api = [r for r in result["rows"] if r.get("api_ms")]
     if api:
         lines += ["", "The public API as a user's loop calls it, `Annotator.annotate([path], batch_size=1)` (greedy), "

@@ -76,14 +76,15 @@ Photo = Union[Path, str, tuple[Union[Path, str], bytes]]
 _UNNAMED = re.compile(r"cannot identify image file\)$")   # PIL names a file only when it opened it itself
 
 
-def photo_tensor(photo: Photo, config: PreprocessConfig, max_pixels: int = MAX_PIXELS) -> np.ndarray | str:
+def photo_tensor(photo: Photo, config: PreprocessConfig, max_pixels: int = MAX_PIXELS,
+                 previews: bool = False) -> np.ndarray | str:
     """One photo's encoder input (``preprocessing.preprocess``), or the one-line reason the photo cannot be one (missing,
     not a regular file, corrupt, truncated, too many pixels).  Bytes are named as the file would be."""
     try:
         if isinstance(photo, tuple):
             name, data = photo
-            return preprocess_bytes(data, display_path(name), config, max_pixels)
-        return preprocess_file(photo, config, max_pixels)
+            return preprocess_bytes(data, display_path(name), config, max_pixels, previews)
+        return preprocess_file(photo, config, max_pixels, previews)
     except (ValueError, OSError, MemoryError) as exc:
         reason = one_line(exc)
         if isinstance(photo, tuple):
@@ -103,10 +104,15 @@ def read_photo(path: Path) -> bytes | str:
 
 
 def load_batch(photos: Sequence[Photo], config: PreprocessConfig, max_pixels: int = MAX_PIXELS,
-               pool: ThreadPoolExecutor | None = None) -> Batch:
+               pool: ThreadPoolExecutor | None = None, previews: bool = False) -> Batch:
     """:func:`photo_tensor` of each photo (in ``pool``'s threads when given), stacked; the photos that
     failed with their reasons."""
-    results = list((pool.map if pool else map)(lambda p: photo_tensor(p, config, max_pixels), photos))
+    tensor = lambda p: photo_tensor(p, config, max_pixels, previews)  # noqa: E731
+    return batch_of(photos, list((pool.map if pool else map)(tensor, photos)))
+
+
+def batch_of(photos: Sequence[Photo], results: Sequence[np.ndarray | str]) -> Batch:
+    """The photos' :func:`photo_tensor` results as a :class:`Batch`: the tensors stacked, the reasons apart."""
     names = [Path(p[0] if isinstance(p, tuple) else p) for p in photos]
     ok = [(n, r) for n, r in zip(names, results) if not isinstance(r, str)]
     return Batch([n for n, _ in ok], np.stack([a for _, a in ok]) if ok else None,
@@ -129,18 +135,30 @@ def prefetch(chunks: Sequence[T], load: Callable[[T], R], workers: int = 2, ahea
 
 def decode_workers() -> int:
     """Photo-decoding threads for this machine: one per core, at most 8.  Measured on 2 cores with
-    4032x3024 JPEGs (corel-infer's pipeline, OpenVINO bf16): 1 thread 82 images/s, 2 threads 108,
-    3 or 4 threads no better; decoding releases the GIL, so the threads overlap the engine's."""
+    12-megapixel camera files of 3.3 MB (``corel-bench archive``, OpenVINO bf16): 1 thread 31 photos/s,
+    2 threads 53 (97% of the core-time bound), 3 threads 53; decoding releases the GIL, so the threads
+    overlap the engine's."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(8, cores))
 
 
 def prefetch_batches(paths: Sequence[Path], config: PreprocessConfig, batch_size: int,
                      workers: int | None = None, ahead: int | None = None,
-                     max_pixels: int = MAX_PIXELS) -> Iterator[Batch]:
+                     max_pixels: int = MAX_PIXELS, previews: bool = False) -> Iterator[Batch]:
     """Yield batches in order while the next ``ahead`` batches decode in ``workers`` threads (default:
-    :func:`decode_workers`, as many batches ahead)."""
+    :func:`decode_workers`, as many batches ahead), photo by photo."""
     workers = workers or decode_workers()
     ahead = ahead or workers
     chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
-    yield from prefetch(chunks, lambda c: load_batch(c, config, max_pixels), workers, ahead)
+    if len(paths) <= 1:    # one photo decodes in the calling thread: a pool would only add its start-up
+        yield from (load_batch(c, config, max_pixels, previews=previews) for c in chunks)
+        return
+    # one task per photo, not per batch: every thread works on the batch the engine needs next (the
+    # first batch is ready after 1/workers of its decode time), and a batch's slow photo holds no thread idle
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        submit = lambda chunk: [pool.submit(photo_tensor, p, config, max_pixels, previews) for p in chunk]  # noqa: E731
+        pending = [submit(c) for c in chunks[:ahead]]
+        for i, chunk in enumerate(chunks):
+            if i + ahead < len(chunks):
+                pending.append(submit(chunks[i + ahead]))
+            yield batch_of(chunk, [f.result() for f in pending.pop(0)])

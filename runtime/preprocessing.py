@@ -37,7 +37,8 @@ def display_path(path: str | Path) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def load_image(path: str | Path, max_pixels: int = MAX_PIXELS, min_size: int | None = None) -> Image.Image:
+def load_image(path: str | Path, max_pixels: int = MAX_PIXELS, min_size: int | None = None,
+               preview_size: int | None = None) -> Image.Image:
     """Open a photo as 8-bit RGB with its EXIF orientation applied.
 
     Training and the runtime both read photos through this function, so orientation and colour
@@ -45,9 +46,10 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS, min_size: int | N
     a ``min_size`` square resize needs are decoded (JPEG draft mode, else ``Image.reduce``).
     Anything that is not a decodable image of at most ``max_pixels`` pixels (a missing or special
     file, a truncated or corrupt one, a decompression bomb) raises ValueError with a one-line
-    reason naming the file.
+    reason naming the file.  With ``preview_size`` (opt-in, ``corel-infer --previews``) a multi-picture
+    JPEG is read by its camera-made large preview when one has both sides of at least that many pixels.
     """
-    return read_image(path, check_file(path), max_pixels, min_size)
+    return read_image(path, check_file(path), max_pixels, min_size, preview_size)
 
 
 def check_file(path: str | Path) -> str:
@@ -128,7 +130,7 @@ def _raw_image(source: str | Path | BinaryIO, name: str, max_pixels: int) -> Ima
 
 
 def read_image(source: str | Path | BinaryIO, name: str, max_pixels: int = MAX_PIXELS,
-               min_size: int | None = None) -> Image.Image:
+               min_size: int | None = None, preview_size: int | None = None) -> Image.Image:
     """:func:`load_image` on a path or an open binary file (``name`` goes into error messages)."""
     if not heif_available() and name.lower().endswith(HEIF_SUFFIXES):
         raise ValueError(f"{name}: HEIC/HEIF photos need pillow-heif (pip install 'corel-annotate[heif]')")
@@ -142,10 +144,19 @@ def read_image(source: str | Path | BinaryIO, name: str, max_pixels: int = MAX_P
                 if img.width * img.height > max_pixels:
                     raise ValueError(f"{img.width}x{img.height} is more than {max_pixels:,} pixels "
                                      "(decompression-bomb guard)")
-                if min_size and img.format in ("JPEG", "MPO"):   # a multi-picture JPEG's first picture is a JPEG
-                    img.draft(None, (min_size, min_size))   # a square target: orientation does not matter
-                img = ImageOps.exif_transpose(img)
-                rgb = to_rgb(img)
+                if preview_size and img.format == "MPO":
+                    preview = mpf_preview(img, _bytes_of(source), preview_size)
+                    if preview is not None:
+                        return _upright_preview(read_image(io.BytesIO(preview), name, max_pixels, min_size), img,
+                                                preview)
+                scaled = None if raw else _turbo_decode(img, source, min_size)
+                if scaled is not None:
+                    rgb = to_rgb(_upright(scaled, img))
+                else:
+                    if min_size and img.format in ("JPEG", "MPO"):   # a multi-picture JPEG's first picture is a JPEG
+                        img.draft(None, (min_size, min_size))   # a square target: orientation does not matter
+                    img = ImageOps.exif_transpose(img)
+                    rgb = to_rgb(img)
                 if min_size:
                     factor = min(rgb.width // min_size, rgb.height // min_size)
                     if factor >= 2:
@@ -159,6 +170,118 @@ def read_image(source: str | Path | BinaryIO, name: str, max_pixels: int = MAX_P
         detail = one_line(exc)
         detail = _OBJECT_REPR.sub("", detail)   # PIL names an in-memory file by its repr
         raise ValueError(f"{name}: cannot read image ({detail})") from None
+
+
+@functools.cache
+def turbo_available() -> bool:
+    """Whether simplejpeg (libjpeg-turbo in one call, without the interpreter's lock) is installed."""
+    try:
+        import simplejpeg  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def draft_scale(size: tuple[int, int], min_size: int | None) -> int:
+    """The DCT scale denominator (1, 2, 4 or 8) of the bundle's ``draft`` rule for a JPEG of ``size``: the
+    largest that keeps both sides at least ``min_size`` (Pillow's ``draft`` choice); 1 without ``min_size``."""
+    if not min_size:
+        return 1
+    fits = min(size[0] // min_size, size[1] // min_size)
+    return next((s for s in (8, 4, 2) if fits >= s), 1)
+
+
+def _turbo_decode(img: Image.Image, source: str | Path | BinaryIO, min_size: int | None) -> Image.Image | None:
+    """A JPEG's pixels at the draft rule's scale, decoded by simplejpeg in one call (no 64 KB feeding loop,
+    the lock released throughout), or None where Pillow decodes instead: not a single-picture YCbCr or
+    grey JPEG, simplejpeg not installed, or data it refuses (Pillow then gives the reason).  Both run
+    libjpeg-turbo's accurate integer IDCT with fancy upsampling, so the pixels are Pillow's draft
+    pixels exactly (tests/test_jpeg_decode.py checks that on every JPEG kind)."""
+    if img.format != "JPEG" or img.mode not in ("RGB", "L") or not turbo_available():
+        return None
+    import simplejpeg
+
+    s = draft_scale(img.size, min_size)
+    w, h = (img.width + s - 1) // s, (img.height + s - 1) // s
+    try:
+        data = _bytes_of(source)
+        pixels = simplejpeg.decode_jpeg(data, "RGB" if img.mode == "RGB" else "GRAY", min_width=w, min_height=h)
+    except (ValueError, OSError):
+        return None
+    if pixels.shape[:2] != (h, w):
+        return None
+    return Image.fromarray(pixels if img.mode == "RGB" else pixels[:, :, 0])
+
+
+def _bytes_of(source: str | Path | BinaryIO) -> bytes:
+    """The whole encoded file, from a path or an open binary file."""
+    if isinstance(source, (str, Path)):
+        return Path(source).read_bytes()
+    source.seek(0)
+    return source.read()
+
+
+LARGE_PREVIEWS = ("Large Thumbnail (VGA Equivalent)", "Large Thumbnail (Full HD Equivalent)")
+"""The MPF image types a camera writes for the large previews beside a JPEG's primary picture (CIPA DC-007)."""
+
+
+def mpf_preview(img: Image.Image, data: bytes, preview_size: int) -> bytes | None:
+    """The smallest large preview (a JPEG) in a multi-picture file's MPF index whose sides are both at
+    least ``preview_size`` and whose shape is the primary picture's (within 1%); None when there is none.
+    A preview is what the camera rendered from the same exposure, at a fraction of the bytes to decode."""
+    entries = (getattr(img, "mpinfo", None) or {}).get(0xB002) or []
+    base = _mpf_base(data)
+    if base is None:
+        return None
+    best: tuple[int, bytes] | None = None
+    for entry in entries[1:]:
+        if entry.get("Attribute", {}).get("MPType") not in LARGE_PREVIEWS:
+            continue
+        start = entry["DataOffset"] + base
+        chunk = data[start:start + entry["Size"]]
+        try:
+            with Image.open(io.BytesIO(chunk)) as preview:
+                w, h = preview.size
+                if preview.format not in ("JPEG", "MPO"):
+                    continue
+        except Exception:  # noqa: BLE001 - a damaged preview is skipped; the primary picture is decoded instead
+            continue
+        same_shape = abs(w / h - img.width / img.height) <= 0.01 * img.width / img.height
+        if min(w, h) >= preview_size and same_shape and (best is None or w * h < best[0]):
+            best = (w * h, chunk)
+    return best[1] if best else None
+
+
+def _mpf_base(data: bytes) -> int | None:
+    """Where the MPF header starts (its entries' offsets count from there): just after the ``MPF\\0`` of
+    the first APP2 segment that carries one."""
+    at = data.find(b"MPF\x00")
+    while at >= 4:
+        if data[at - 4:at - 2] == b"\xff\xe2":
+            return at + 4
+        at = data.find(b"MPF\x00", at + 1)
+    return None
+
+
+def _upright_preview(pixels: Image.Image, primary: Image.Image, preview: bytes) -> Image.Image:
+    """A decoded preview turned by the primary picture's EXIF orientation when the preview carries none
+    of its own (cameras write the orientation once, for the file)."""
+    with Image.open(io.BytesIO(preview)) as header:
+        if header.getexif().get(0x0112, 1) != 1:
+            return pixels
+    return _upright(pixels, primary)
+
+
+_ORIENTATION = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                8: Image.Transpose.ROTATE_90}
+"""EXIF orientation to the turn that puts the picture upright, as ``ImageOps.exif_transpose`` turns it."""
+
+
+def _upright(pixels: Image.Image, header: Image.Image) -> Image.Image:
+    """``pixels`` turned by the orientation in ``header``'s EXIF (or XMP), read from the header alone."""
+    method = _ORIENTATION.get(header.getexif().get(0x0112, 1))
+    return pixels.transpose(method) if method is not None else pixels
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -197,11 +320,16 @@ def preprocess(img: Image.Image, config: PreprocessConfig) -> np.ndarray:
     return np.ascontiguousarray(arr.transpose(2, 0, 1) if config.layout == "NCHW" else arr)
 
 
-def preprocess_bytes(data: bytes, name: str, config: PreprocessConfig, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def preprocess_bytes(data: bytes, name: str, config: PreprocessConfig, max_pixels: int = MAX_PIXELS,
+                     previews: bool = False) -> np.ndarray:
     """:func:`preprocess_file` for an encoded photo in memory (``name`` goes into error messages)."""
-    return preprocess(read_image(io.BytesIO(data), name, max_pixels, config.decode_size), config)
+    return preprocess(read_image(io.BytesIO(data), name, max_pixels, config.decode_size,
+                                 config.image_size if previews else None), config)
 
 
-def preprocess_file(path: str | Path, config: PreprocessConfig, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Load (by the config's decode rule) and preprocess one image file."""
-    return preprocess(load_image(path, max_pixels, config.decode_size), config)
+def preprocess_file(path: str | Path, config: PreprocessConfig, max_pixels: int = MAX_PIXELS,
+                    previews: bool = False) -> np.ndarray:
+    """Load (by the config's decode rule) and preprocess one image file; ``previews``: read a multi-picture
+    JPEG by its camera-made large preview where one covers the model's input (opt-in: not the bundle's rule)."""
+    return preprocess(load_image(path, max_pixels, config.decode_size, config.image_size if previews else None),
+                      config)

@@ -246,3 +246,32 @@ def test_bench_browser_missing_split_is_a_one_line_error(bundles, small_data, tm
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and "nosuch" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_archive_bench_reports_every_engine_against_its_core_time_bound(bundles, small_data, tmp_path):
+    """``corel-bench archive`` on six small camera files: one row per engine and encoding whose bound is the
+    cores over the summed stage times, the files' mean size near the target, the levers and previews tables."""
+    out = tmp_path / "results"
+    done = bench("archive", "--checkpoint", bundles["attention"][0], "--data", small_data, "--images", PHOTOS,
+                 "--size", "480x360", "--jpeg-mb", "0.08", "--precisions", "fp32", "--batch-size", 2,
+                 "--rounds", 1, "--previews", "240x180", "--out-dir", tmp_path / "work", "--results", out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((out / "archive.json").read_text())
+    cores = result["cores"]
+    engines = {r["engine"] for r in result["rows"]}
+    assert {"onnxruntime fp32", "auto"} <= engines
+    assert {r["files"] for r in result["rows"]} == {"baseline", "progressive"}
+    for row in result["rows"]:
+        assert set(row["core_ms"]) == {"decode", "resize", "encoder", "decoder"}
+        assert math.isclose(row["bound_photos_per_s"], cores * 1000 / sum(row["core_ms"].values()), rel_tol=1e-9)
+        assert math.isclose(row["fraction_of_bound"], max(row["pipeline_photos_per_s"]) / row["bound_photos_per_s"])
+    assert result["folders"]["baseline"]["progressive"] == 0 and result["folders"]["progressive"]["progressive"] == PHOTOS
+    assert abs(result["folders"]["baseline"]["mean_mb"] - 0.08) < 0.02
+    assert [lv["decoder"] for lv in result["levers"]][:2] == ["pillow", "simplejpeg"]
+    previews = result["previews"]
+    assert previews["photos"] == PHOTOS and 0 <= previews["labels_differ"] <= PHOTOS
+    text = (out / "archive.md").read_text()
+    assert "| auto |" in text and "of bound" in text and "--previews" in text
+    assert text.splitlines()[-1] == markdown_line(result["machine"])
+    bad = bench("archive", "--checkpoint", bundles["attention"][0], "--data", small_data, "--size", "big")
+    assert bad.returncode == 2 and "expected WIDTHxHEIGHT" in bad.stdout + bad.stderr

@@ -77,6 +77,10 @@ def infer(
                                 "--output and annotate only the images without one."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file."),
     max_pixels: int = typer.Option(MAX_PIXELS, help="Refuse images with more pixels (decompression-bomb guard)."),
+    previews: bool = typer.Option(False, "--previews", help="Read a multi-picture JPEG by the large preview its camera "
+                                  "stored beside the photo (MPF) where one covers the model's input: less to decode, "
+                                  "but the labels may differ from the full picture's (docs/performance.md measures how "
+                                  "often). Off by default; local runs only."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="A label map (TOML or JSON; docs/tags.md): display "
                                           "names, merged and excluded labels, per-label thresholds, tag hierarchy. "
                                           "The bundle is not changed. With --server, give it to corel-serve."),
@@ -108,7 +112,9 @@ def infer(
 
     if server is not None and ray is not None:
         fail("--server and --ray are two ways to run the job; choose one")
-    options = InferOptions(beam_width, top_k, threshold, attention_maps is not None, batch_size, max_pixels)
+    if previews and (server is not None or ray is not None):
+        fail("--previews reads previews in this process; it does not go with --server or --ray")
+    options = InferOptions(beam_width, top_k, threshold, attention_maps is not None, batch_size, max_pixels, previews)
     uris = [p for p in paths if "://" in p]
     if uris and ray is None:
         fail(f"{uris[0]}: a URI input needs --ray (Ray reads it); give a local path otherwise")

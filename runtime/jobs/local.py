@@ -37,7 +37,7 @@ class LocalJob(BundleFacts):
         annotator = self.annotator
         kwargs = options.decoding_kwargs(annotator.manifest.is_sequence)
         for batch in prefetch_batches(files, annotator.preprocess_config, options.batch_size,
-                                      max_pixels=options.max_pixels):
+                                      max_pixels=options.max_pixels, previews=options.previews):
             for path, reason in batch.failed:
                 yield Produced(path, error_record(path, reason))
             if batch.array is not None:

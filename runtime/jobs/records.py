@@ -24,6 +24,7 @@ class InferOptions:
     keep_alphas: bool = False
     batch_size: int = 8
     max_pixels: int = MAX_PIXELS
+    previews: bool = False   # read MPF large previews where they cover the model's input (local job only)
 
     def decoding_kwargs(self, is_sequence: bool) -> dict:
         """The keyword arguments of ``Annotator.annotate_batch`` for a bundle of this kind."""
