@@ -112,7 +112,11 @@ def latency(
         spec = _camera_spec(photo_size, jpeg_mb, 92, jpeg_encoding)
         camera = spec.size
         console.print(f"writing {len(paths)} camera files ({spec.folder_name})", highlight=False, markup=False)
-        paths = camera_files(paths, spec, out_dir)
+        try:
+            paths = camera_files(paths, spec, out_dir)
+        except ValueError as exc:
+            console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+            raise typer.Exit(2)
     jpegs = [p.read_bytes() for p in paths]
     preprocess = cfg.preprocess
     bundles = {}

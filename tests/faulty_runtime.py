@@ -17,7 +17,10 @@ def drop_alpha() -> None:
 
 
 def ignore_orientation() -> None:
-    ImageOps.exif_transpose = lambda img, **_: img
+    from corel_annotate.runtime import preprocessing
+
+    ImageOps.exif_transpose = lambda img, **_: img            # the Pillow path
+    preprocessing._upright = lambda pixels, header: pixels    # the one-call JPEG path
 
 
 def above_threshold() -> None:

@@ -231,7 +231,7 @@ def test_corel_bench_latency_writes_table_chart_and_json(bundles, synth_data, tm
     assert (out / "latency.md").read_text().splitlines()[-1] == markdown_line(data["machine"])
     assert 0 < data["infer"]["fraction_of_encoder_bound"]
     table = (out / "latency.md").read_text()
-    assert "| runtime-int8 | 2 |" in table and "% of peak" in table
+    assert f"| runtime-int8 | {data['files']['mean_mb']:.2f} | 2 |" in table and "% of peak" in table
     assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -241,11 +241,14 @@ def test_corel_bench_latency_on_camera_size_photos(bundles, synth_data, tmp_path
                                             str(synth_data), "--out-dir", str(out), "--batch-sizes", "1",
                                             "--beams", "1", "--precisions", "fp32", "--images", "3", "--no-torch",
                                             "--no-accuracy", "--repeats", "1", "--warmup", "0", "--rounds", "1",
-                                            "--photo-size", "1024x768", "--no-openvino", "--no-float-input"])
+                                            "--photo-size", "1024x768", "--jpeg-mb", "0.3", "--no-openvino",
+                                            "--no-float-input"])
     assert result.exit_code == 0, result.output
     data = json.loads((out / "latency.json").read_text())
-    photos = sorted((out / "photos-1024x768").glob("*.jpg"))
+    photos = sorted((out / "camera-1024x768-0.3mb-q92-baseline-o4").glob("*.jpg"))
     assert len(photos) == 3
+    assert data["files"]["files"] == 3 and abs(data["files"]["mean_mb"] - 0.3) < 0.06, data["files"]
+    assert f"| runtime-fp32 | {data['files']['mean_mb']:.2f} | 1 |" in (out / "latency.md").read_text()
     from PIL import Image
     with Image.open(photos[0]) as im:
         assert im.size == (1024, 768) and im.format == "JPEG"
@@ -260,6 +263,10 @@ def test_corel_bench_latency_on_camera_size_photos(bundles, synth_data, tmp_path
     bad = CliRunner().invoke(bench_app, ["latency", "--checkpoint", str(bundles["attention"][0]), "--data",
                                          str(synth_data), "--out-dir", str(out), "--photo-size", "big"])
     assert bad.exit_code == 2
+    too_big = CliRunner().invoke(bench_app, ["latency", "--checkpoint", str(bundles["attention"][0]), "--data",
+                                             str(synth_data), "--out-dir", str(out), "--photo-size", "64x48",
+                                             "--jpeg-mb", "5", "--no-torch", "--precisions", "fp32"])
+    assert too_big.exit_code == 2 and "reaches only" in too_big.output
 
 
 def test_corel_bench_step_times_each_way_to_run_the_step_and_checks_they_agree(bundles, synth_data, tmp_path):
