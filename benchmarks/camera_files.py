@@ -55,7 +55,7 @@ class CameraSpec:
         return bool(self.orientation_every) and index % self.orientation_every == self.orientation_every - 1
 
 
-def _noise(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+def sensor_noise(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """Unit-strength sensor-like noise, float32 HxWx3: per-pixel grain in luminance plus colour noise
     at half resolution (demosaicing smears a sensor's chroma noise over neighbouring pixels)."""
     h, w = shape
@@ -65,7 +65,7 @@ def _noise(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return luma[:, :, None] + chroma
 
 
-def _encode(pixels: np.ndarray, spec: CameraSpec, index: int) -> bytes:
+def encode(pixels: np.ndarray, spec: CameraSpec, index: int) -> bytes:
     img = Image.fromarray(pixels)
     options: dict = {"quality": spec.quality}
     if spec.progressive(index):
@@ -107,7 +107,7 @@ def with_large_preview(img: Image.Image, size: tuple[int, int], preview_quality:
     return data.replace(old, struct.pack("<LLLHH", LARGE_THUMBNAIL_FULL_HD, entry["Size"], entry["DataOffset"], 0, 0))
 
 
-def _with_noise(base: np.ndarray, noise: np.ndarray, strength: float) -> np.ndarray:
+def with_noise(base: np.ndarray, noise: np.ndarray, strength: float) -> np.ndarray:
     return np.clip(base + noise * np.float32(strength), 0, 255).astype(np.uint8)
 
 
@@ -115,7 +115,7 @@ def noise_strength(base: np.ndarray, noise: np.ndarray, spec: CameraSpec, tolera
     """The noise standard deviation (in 8-bit levels) at which ``base`` encodes to ``spec.jpeg_mb``
     (within ``tolerance``), by bisection over 0-64 levels; ValueError if even 64 levels fall short."""
     target = spec.jpeg_mb * 1e6
-    size = lambda s: len(_encode(_with_noise(base, noise, s), spec, 0))
+    size = lambda s: len(encode(with_noise(base, noise, s), spec, 0))
     low, high = 0.0, 64.0
     if size(high) < target:
         raise ValueError(f"--jpeg-mb {spec.jpeg_mb:g}: {spec.size[0]}x{spec.size[1]} at quality {spec.quality} "
@@ -148,12 +148,12 @@ def camera_files(sources: Sequence[Path], spec: CameraSpec, out_dir: Path, seed:
         if spec.jpeg_mb is None:
             strength, noise = 0.0, np.zeros_like(base)
         else:
-            noise = _noise(base.shape[:2], rng)
+            noise = sensor_noise(base.shape[:2], rng)
             if strength is None:
                 strength = noise_strength(base, noise, spec)
         if not target.is_file():
             tmp = target.with_suffix(".part")
-            tmp.write_bytes(_encode(_with_noise(base, noise, strength), spec, i))
+            tmp.write_bytes(encode(with_noise(base, noise, strength), spec, i))
             tmp.replace(target)
     (folder / "spec.json").write_text(__import__("json").dumps({**asdict(spec), "noise_levels": strength}) + "\n")
     return targets

@@ -85,21 +85,22 @@ def machine() -> dict:
 
 
 def camera_jpegs(count: int, size: tuple[int, int] = (4032, 3024), quality: int = 92, seed: int = 0) -> list[bytes]:
-    """JPEGs of a camera's size and a camera's file size: a smooth scene plus sensor-like noise,
-    which does not compress (about 3.5 MB each at quality 92)."""
-    from PIL import Image
+    """JPEGs of a camera's size and a camera's file size: a smooth scene plus sensor-like noise
+    (``camera_files``), which does not compress (about 3.5 MB each at quality 92)."""
+    from .camera_files import CameraSpec, encode, noise_strength, sensor_noise, with_noise
 
     rng = np.random.default_rng(seed)
     w, h = size
     x = np.sin(np.arange(w, dtype=np.float32) / 300)[None, :, None]
     y = np.cos(np.arange(h, dtype=np.float32) / 410)[:, None, None]
-    base = (128 + 90 * x * y * np.array([1.0, 0.8, 0.6], dtype=np.float32)).astype(np.int16)
+    base = 128 + 90 * x * y * np.array([1.0, 0.8, 0.6], dtype=np.float32)
+    spec = CameraSpec(size, 3.5, quality, orientation_every=0)
+    noise = sensor_noise((h, w), rng)
+    strength = noise_strength(base, noise, spec)
     out = []
-    for _ in range(count):
-        noisy = base + rng.integers(-12, 13, size=(h, w, 3), dtype=np.int16)
-        buf = io.BytesIO()
-        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=quality)
-        out.append(buf.getvalue())
+    for i in range(count):
+        out.append(encode(with_noise(base, noise, strength), spec, i))
+        noise = sensor_noise((h, w), rng)
     return out
 
 
