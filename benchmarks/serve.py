@@ -194,8 +194,9 @@ class ServerProcess:
         while True:
             if self.proc.poll() is not None:
                 raise ValueError(f"corel-serve exited {self.proc.returncode}: {self.proc.stdout.read()[-2000:]}")
-            try:
-                if urllib.request.urlopen(f"http://{self.address}/v2/health/ready", timeout=5).status == 200:
+            try:   # ready, and its metrics endpoint listening too (the rows read it at once)
+                if urllib.request.urlopen(f"http://{self.address}/v2/health/ready", timeout=5).status == 200 \
+                        and urllib.request.urlopen(self.metrics, timeout=5).status == 200:
                     break
             except OSError:
                 time.sleep(0.2)
