@@ -10,6 +10,7 @@ in baseline and progressive encodings, every fourth one stored sideways with an 
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -155,7 +156,7 @@ def camera_files(sources: Sequence[Path], spec: CameraSpec, out_dir: Path, seed:
             tmp = target.with_suffix(".part")
             tmp.write_bytes(encode(with_noise(base, noise, strength), spec, i))
             tmp.replace(target)
-    (folder / "spec.json").write_text(__import__("json").dumps({**asdict(spec), "noise_levels": strength}) + "\n")
+    (folder / "spec.json").write_text(json.dumps({**asdict(spec), "noise_levels": strength}) + "\n")
     return targets
 
 
